@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# One bootstrap at a time (make targets and parallel shells may call it together).
+mkdir -p .cache
+exec 9>.cache/bootstrap.lock
+flock 9
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null 2>&1 || python=python3
 
