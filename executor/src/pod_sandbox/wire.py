@@ -1,0 +1,442 @@
+"""Wire format shared by the executor server and its client: requests, responses, results.
+
+Importable with the standard library alone; pandas/pyarrow/matplotlib are imported lazily, only
+by the functions that encode or decode DataFrames and plots.
+
+Execute request (``POST /v1/execute``, JSON object)::
+
+    {"code": str,                       # required, UTF-8 size <= max_code_bytes
+     "timeout_s": number,               # optional, 0 < t <= max_timeout_s
+     "max_output_bytes": int,           # optional, 0 <= n <= max_output_bytes (per stream)
+     "datasets": {str: file_name},      # optional, e.g. {"SELECT * FROM sales": "q1.parquet"}
+     "request_id": str}                 # optional, <= 128 chars, echoed back
+
+Execute response (always HTTP 200 once the code ran, whatever the code did)::
+
+    {"status": "ok"|"error"|"timeout"|"memory"|"killed",
+     "result": {"type": "number"|"string"|"dataframe"|"plot"|"none", "value": ...},
+     "stdout": str, "stderr": str, "stdout_truncated": bool, "stderr_truncated": bool,
+     "error": {"type": str, "message": str, "traceback": str} | null,
+     "duration_ms": number, "peak_rss_bytes": int, "request_id": str | null}
+
+Result values:
+
+* ``number``: a JSON number; the non-finite floats are the strings ``"NaN"``, ``"Infinity"``,
+  ``"-Infinity"`` (JSON has no literal for them); :func:`decode_result` turns them back to floats.
+* ``string``: a JSON string.
+* ``plot``: ``"data:image/png;base64,<PNG>"`` (PandasAI's ChartResponse accepts it verbatim).
+* ``none``: ``null`` (the code assigned no ``result``, or ``result = None``).
+* ``dataframe``: an object describing a pandas DataFrame or Series::
+
+      {"encoding": "parquet+base64",    # or "json-split" (fallback, see below)
+       "kind": "dataframe" | "series",
+       "data": "<base64 of a Parquet file written by pyarrow>",
+       "columns": [str, ...],           # column labels as text, in order
+       "dtypes": {column: dtype-name},  # e.g. {"price": "float64", "day": "datetime64[ns]"}
+       "index_dtype": str,
+       "shape": [rows, columns],
+       "name": str | null}              # the Series name when kind == "series"
+
+  ``parquet+base64`` is the normal encoding: pyarrow stores pandas' own metadata in the file, so
+  column dtypes (datetimes with time zone, categoricals, nullable integers, strings) and the
+  index survive the trip exactly. A Series travels as a one-column frame (column = its name, or
+  ``"0"``) and comes back as a Series. When pyarrow cannot write a frame (mixed-type object
+  columns, non-text column labels that collide, ...) the encoder falls back to ``json-split``:
+  ``data`` is then ``DataFrame.to_json(orient="split", date_format="iso")`` parsed into an
+  object, and the decoder restores each column with ``astype(dtypes[col])`` where that works.
+  :func:`decode_dataframe` reverses both.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+API_VERSION = "1"
+STATUSES = ("ok", "error", "timeout", "memory", "killed")
+RESULT_TYPES = ("number", "string", "dataframe", "plot", "none")
+DATAFRAME_ENCODINGS = ("parquet+base64", "json-split")
+PNG_DATA_URI_PREFIX = "data:image/png;base64,"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: Names accepted for uploaded files: no path separators, no leading dot, at most 128 chars.
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+REQUEST_ID_MAX = 128
+EXECUTE_FIELDS = ("code", "timeout_s", "max_output_bytes", "datasets", "request_id")
+
+
+class WireError(ValueError):
+    """A request or response that breaks the wire format; ``field`` names the culprit."""
+
+    def __init__(self, field_name: str, message: str, http_status: int = 400) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+        self.http_status = http_status
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON error body the server answers with."""
+        return {"error": {"field": self.field, "message": self.message}}
+
+
+class ResultError(ValueError):
+    """User code assigned a ``result`` that cannot be sent back (wrong shape, type or too large)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Requests
+
+
+def validate_file_name(name: Any, field_name: str = "name") -> str:
+    """Return ``name`` if it is a safe workspace file name, else raise :class:`WireError`."""
+    if not isinstance(name, str):
+        raise WireError(field_name, "must be a string")
+    if name in (".", "..") or not FILE_NAME_RE.match(name):
+        raise WireError(
+            field_name,
+            "must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127} (no path separators, no hidden files)",
+        )
+    return name
+
+
+def validate_token(token: Any) -> str:
+    """Return ``token`` if it is 32-256 URL-safe characters, else raise :class:`WireError`."""
+    if not isinstance(token, str) or not TOKEN_RE.match(token):
+        raise WireError("token", "must be 32 to 256 URL-safe characters [A-Za-z0-9_-]")
+    return token
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    """A validated ``POST /v1/execute`` body."""
+
+    code: str
+    timeout_s: float
+    max_output_bytes: int
+    datasets: dict[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as the JSON object a client sends."""
+        body: dict[str, Any] = {
+            "code": self.code,
+            "timeout_s": self.timeout_s,
+            "max_output_bytes": self.max_output_bytes,
+        }
+        if self.datasets:
+            body["datasets"] = dict(self.datasets)
+        if self.request_id is not None:
+            body["request_id"] = self.request_id
+        return body
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_execute_request(
+    body: Any,
+    *,
+    max_code_bytes: int,
+    max_timeout_s: float,
+    default_timeout_s: float,
+    max_output_bytes: int,
+    max_datasets: int = 256,
+) -> ExecuteRequest:
+    """Validate a decoded JSON body against the limits; raise :class:`WireError` naming the field."""
+    if not isinstance(body, dict):
+        raise WireError("body", "must be a JSON object")
+    unknown = sorted(set(body) - set(EXECUTE_FIELDS))
+    if unknown:
+        raise WireError(unknown[0], f"unknown field (allowed: {', '.join(EXECUTE_FIELDS)})")
+    code = body.get("code")
+    if not isinstance(code, str):
+        raise WireError("code", "required, must be a string")
+    try:
+        size = len(code.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise WireError("code", "must be valid UTF-8 text (lone surrogates found)") from None
+    if size > max_code_bytes:
+        raise WireError("code", f"{size} bytes exceeds max_code_bytes={max_code_bytes}", 413)
+    timeout_s = body.get("timeout_s", default_timeout_s)
+    if not _is_number(timeout_s) or not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise WireError("timeout_s", "must be a positive number")
+    if timeout_s > max_timeout_s:
+        raise WireError("timeout_s", f"must be at most max_timeout_s={max_timeout_s}")
+    out = body.get("max_output_bytes", max_output_bytes)
+    if not isinstance(out, int) or isinstance(out, bool) or out < 0:
+        raise WireError("max_output_bytes", "must be a non-negative integer")
+    if out > max_output_bytes:
+        raise WireError("max_output_bytes", f"must be at most {max_output_bytes}")
+    datasets = body.get("datasets", {})
+    if not isinstance(datasets, dict):
+        raise WireError("datasets", "must be an object mapping a query or key to a file name")
+    if len(datasets) > max_datasets:
+        raise WireError("datasets", f"at most {max_datasets} entries")
+    for key, name in datasets.items():
+        if not isinstance(key, str) or not key or len(key) > 65536:
+            raise WireError("datasets", "keys must be non-empty strings of at most 65536 chars")
+        validate_file_name(name, "datasets")
+    request_id = body.get("request_id")
+    if request_id is not None and (
+        not isinstance(request_id, str) or len(request_id) > REQUEST_ID_MAX
+    ):
+        raise WireError("request_id", f"must be a string of at most {REQUEST_ID_MAX} chars")
+    return ExecuteRequest(
+        code=code,
+        timeout_s=float(timeout_s),
+        max_output_bytes=out,
+        datasets=dict(datasets),
+        request_id=request_id,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Results (encoded inside the sandbox child, decoded by the client)
+
+
+def encode_number(value: Any) -> int | float | str:
+    """A JSON-safe number: ints stay ints, non-finite floats become "NaN"/"Infinity"/"-Infinity"."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        import numpy as np  # noqa: PLC0415 - optional
+
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.bool_):
+            return int(bool(value))
+    except ImportError:  # pragma: no cover - numpy is always there in the sandbox
+        pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ResultError(f"type 'number' needs an int or float, got {type(value).__name__}") from None
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    return number
+
+
+def _decode_number(value: Any) -> int | float:
+    if isinstance(value, str):
+        special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+        if value not in special:
+            raise WireError("result.value", f"not a number: {value[:40]!r}")
+        return special[value]
+    if not _is_number(value):
+        raise WireError("result.value", "a number result needs a JSON number")
+    return value
+
+
+def encode_dataframe(obj: Any) -> dict[str, Any]:
+    """Encode a DataFrame, Series or dict-of-columns as the ``dataframe`` result value."""
+    import pandas as pd  # noqa: PLC0415 - lazy
+
+    kind = "dataframe"
+    name = None
+    if isinstance(obj, pd.Series):
+        kind = "series"
+        name = None if obj.name is None else str(obj.name)
+        frame = obj.to_frame(name="0" if obj.name is None else str(obj.name))
+    elif isinstance(obj, pd.DataFrame):
+        frame = obj
+    elif isinstance(obj, dict):
+        try:
+            frame = pd.DataFrame(obj)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many kinds
+            raise ResultError(f"type 'dataframe' dict cannot become a DataFrame: {exc}") from None
+    else:
+        raise ResultError(
+            f"type 'dataframe' needs a pandas DataFrame, Series or dict, got {type(obj).__name__}"
+        )
+    meta = {
+        "kind": kind,
+        "columns": [str(c) for c in frame.columns],
+        "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()},
+        "index_dtype": str(frame.index.dtype),
+        "shape": [int(frame.shape[0]), int(frame.shape[1])],
+        "name": name,
+    }
+    try:
+        buf = io.BytesIO()
+        frame.to_parquet(buf, engine="pyarrow", compression="zstd")
+        return {"encoding": "parquet+base64", "data": base64.b64encode(buf.getvalue()).decode(), **meta}
+    except Exception:  # noqa: BLE001 - pyarrow refuses some frames; fall back to JSON
+        text = frame.to_json(orient="split", date_format="iso", default_handler=str)
+        return {"encoding": "json-split", "data": json.loads(text), **meta}
+
+
+def decode_dataframe(value: Mapping[str, Any]) -> Any:
+    """Turn a ``dataframe`` result value back into a pandas DataFrame or Series."""
+    import pandas as pd  # noqa: PLC0415 - lazy
+
+    if not isinstance(value, Mapping):
+        raise WireError("result.value", "a dataframe result needs an object")
+    encoding = value.get("encoding")
+    if encoding == "parquet+base64":
+        data = value.get("data")
+        if not isinstance(data, str):
+            raise WireError("result.value.data", "must be base64 text")
+        frame = pd.read_parquet(io.BytesIO(base64.b64decode(data)), engine="pyarrow")
+    elif encoding == "json-split":
+        data = value.get("data")
+        if not isinstance(data, Mapping):
+            raise WireError("result.value.data", "must be an object (orient=split)")
+        frame = pd.DataFrame(
+            data.get("data", []), index=data.get("index"), columns=data.get("columns")
+        )
+        for col, dtype in (value.get("dtypes") or {}).items():
+            if col in frame.columns:
+                try:
+                    frame[col] = frame[col].astype(dtype)
+                except (TypeError, ValueError):
+                    pass
+    else:
+        raise WireError("result.value.encoding", f"unknown encoding {encoding!r}")
+    if value.get("kind") == "series":
+        series = frame.iloc[:, 0]
+        series.name = value.get("name")
+        return series
+    return frame
+
+
+def encode_plot(value: Any, *, cwd: str | None = None) -> str:
+    """A ``data:image/png;base64,...`` URI from a PNG path, a data URI, a Figure or the open figure."""
+    import os  # noqa: PLC0415
+
+    if isinstance(value, str) and value.startswith("data:image"):
+        return value
+    png: bytes | None = None
+    if isinstance(value, str) and value:
+        path = value if os.path.isabs(value) or cwd is None else os.path.join(cwd, value)
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                png = fh.read()
+            if not png.startswith(PNG_MAGIC):
+                raise ResultError(f"plot file {value!r} is not a PNG")
+    if png is None:
+        png = _figure_png(value)
+    return PNG_DATA_URI_PREFIX + base64.b64encode(png).decode()
+
+
+def _figure_png(value: Any) -> bytes:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = value if isinstance(value, Figure) else None
+    if fig is None and plt.get_fignums():
+        fig = plt.gcf()
+    if fig is None:
+        raise ResultError(
+            f"type 'plot' needs a PNG path that exists, a data URI or an open figure; got {value!r:.80}"
+        )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def encode_result(result: Any, *, cwd: str | None = None) -> dict[str, Any]:
+    """Encode PandasAI's ``result = {"type": ..., "value": ...}`` for the wire.
+
+    ``None`` (no result assigned) becomes ``{"type": "none", "value": None}``. Raises
+    :class:`ResultError` when the shape or the value does not fit the declared type.
+    """
+    if result is None:
+        return {"type": "none", "value": None}
+    if not isinstance(result, dict) or "type" not in result or "value" not in result:
+        raise ResultError('result must be a dict {"type": ..., "value": ...}')
+    rtype = result["type"]
+    value = result["value"]
+    if rtype == "number":
+        return {"type": "number", "value": encode_number(value)}
+    if rtype == "string":
+        if not isinstance(value, str):
+            raise ResultError(f"type 'string' needs a str, got {type(value).__name__}")
+        return {"type": "string", "value": value}
+    if rtype == "dataframe":
+        return {"type": "dataframe", "value": encode_dataframe(value)}
+    if rtype == "plot":
+        return {"type": "plot", "value": encode_plot(value, cwd=cwd)}
+    if rtype == "none":
+        return {"type": "none", "value": None}
+    raise ResultError(f"result type {rtype!r:.40} is not one of {', '.join(RESULT_TYPES)}")
+
+
+def validate_result(obj: Any) -> dict[str, Any]:
+    """Check a result object's shape (not its DataFrame payload); raise :class:`WireError`."""
+    if not isinstance(obj, dict) or set(obj) != {"type", "value"}:
+        raise WireError("result", 'must be an object with exactly "type" and "value"')
+    rtype = obj["type"]
+    value = obj["value"]
+    if rtype not in RESULT_TYPES:
+        raise WireError("result.type", f"must be one of {', '.join(RESULT_TYPES)}")
+    if rtype == "number":
+        _decode_number(value)
+    elif rtype == "string" and not isinstance(value, str):
+        raise WireError("result.value", "a string result needs a JSON string")
+    elif rtype == "plot" and not (isinstance(value, str) and value.startswith(PNG_DATA_URI_PREFIX)):
+        raise WireError("result.value", "a plot result needs a data:image/png;base64 URI")
+    elif rtype == "none" and value is not None:
+        raise WireError("result.value", "a none result needs null")
+    elif rtype == "dataframe":
+        if not isinstance(value, dict) or value.get("encoding") not in DATAFRAME_ENCODINGS:
+            raise WireError("result.value.encoding", f"must be one of {DATAFRAME_ENCODINGS}")
+        if value.get("kind") not in ("dataframe", "series"):
+            raise WireError("result.value.kind", "must be dataframe or series")
+    return obj
+
+
+def decode_result(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a wire result into PandasAI's ``{"type": ..., "value": ...}`` with live objects."""
+    validate_result(dict(obj))
+    rtype = obj["type"]
+    value = obj["value"]
+    if rtype == "number":
+        return {"type": "number", "value": _decode_number(value)}
+    if rtype == "dataframe":
+        return {"type": "dataframe", "value": decode_dataframe(value)}
+    return {"type": rtype, "value": value}
+
+
+# ----------------------------------------------------------------------------------------------
+# Responses
+
+
+def validate_execute_response(obj: Any) -> dict[str, Any]:
+    """Check an execute response's shape; raise :class:`WireError` naming the first bad field."""
+    if not isinstance(obj, dict):
+        raise WireError("response", "must be a JSON object")
+    if obj.get("status") not in STATUSES:
+        raise WireError("status", f"must be one of {', '.join(STATUSES)}")
+    validate_result(obj.get("result"))
+    for key in ("stdout", "stderr"):
+        if not isinstance(obj.get(key), str):
+            raise WireError(key, "must be a string")
+    for key in ("stdout_truncated", "stderr_truncated"):
+        if not isinstance(obj.get(key), bool):
+            raise WireError(key, "must be a boolean")
+    error = obj.get("error")
+    if error is not None and not (
+        isinstance(error, dict) and all(isinstance(error.get(k), str) for k in ("type", "message", "traceback"))
+    ):
+        raise WireError("error", "must be null or {type, message, traceback} strings")
+    if obj["status"] != "ok" and error is None:
+        raise WireError("error", "must be set when status is not ok")
+    if not _is_number(obj.get("duration_ms")):
+        raise WireError("duration_ms", "must be a number")
+    if not isinstance(obj.get("peak_rss_bytes"), int) or isinstance(obj.get("peak_rss_bytes"), bool):
+        raise WireError("peak_rss_bytes", "must be an integer")
+    return obj
