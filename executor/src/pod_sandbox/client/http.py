@@ -1,0 +1,175 @@
+"""One kept-alive HTTP/1.1 connection to an executor, read by Content-Length, never to EOF."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import SandboxConnectionError, SandboxProtocolError
+from .transport import Connector
+
+_DROPPED = (
+    http.client.RemoteDisconnected,
+    http.client.IncompleteRead,
+    http.client.BadStatusLine,
+    ConnectionError,
+    BrokenPipeError,
+)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A complete response: status, lower-cased headers, body bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; a protocol error naming the status when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise SandboxProtocolError(
+                f"executor answered HTTP {self.status} with a non-JSON body: {self.body[:200]!r}",
+                self.status,
+                self.body.decode("utf-8", "replace"),
+            ) from exc
+
+
+class _ConnectorHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over whatever socket the connector opens (TCP or port-forward)."""
+
+    def __init__(self, connector: Connector, timeout: float | None) -> None:
+        super().__init__("pod-sandbox", timeout=timeout)
+        self._connector = connector
+
+    def connect(self) -> None:
+        self.sock = self._connector.open(self.timeout)
+
+
+class ExecutorHTTP:
+    """Requests to one executor over one kept-alive connection (thread-safe, one at a time).
+
+    A request that fails while being sent is retried once on a new connection; a request whose
+    answer was lost is retried only when it is idempotent (GET, PUT, DELETE), since a lost
+    ``POST /v1/execute`` may have run. A connection idle longer than ``idle_reconnect_s`` is
+    replaced before use, so the server's keep-alive timeout never races a request.
+    """
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        idle_reconnect_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.connector = connector
+        self.token = token
+        self.timeout_s = timeout_s
+        self.idle_reconnect_s = idle_reconnect_s
+        self._clock = clock
+        self._conn: _ConnectorHTTPConnection | None = None
+        self._last_used = 0.0
+        self._lock = threading.Lock()
+        self.connections_opened = 0
+
+    def close(self) -> None:
+        """Close the connection and everything the connector holds."""
+        with self._lock:
+            self._drop()
+        self.connector.close()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+            self._conn = None
+
+    def _connection(self, timeout: float) -> _ConnectorHTTPConnection:
+        if self._conn is not None and self._clock() - self._last_used > self.idle_reconnect_s:
+            self._drop()
+        if self._conn is None:
+            self._conn = _ConnectorHTTPConnection(self.connector, timeout)
+            self._conn.connect()
+            self.connections_opened += 1
+        elif self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        self._conn.timeout = timeout
+        return self._conn
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        content_type: str = "application/json",
+        timeout_s: float | None = None,
+        auth: bool = True,
+    ) -> HttpResponse:
+        """Send one request and read its whole answer by Content-Length."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        headers = {"Connection": "keep-alive", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        idempotent = method in ("GET", "HEAD", "PUT", "DELETE")
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection(timeout)
+                try:
+                    conn.request(method, path, body=body, headers=headers)
+                except _DROPPED + (OSError,) as exc:
+                    self._drop()
+                    if attempt == 1:
+                        continue
+                    raise SandboxConnectionError(
+                        f"{method} {path} to {self.connector.describe()}: sending failed: {exc!r}"
+                    ) from exc
+                try:
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except socket.timeout as exc:
+                    self._drop()
+                    raise SandboxConnectionError(
+                        f"{method} {path} to {self.connector.describe()}: no answer within {timeout:.1f} s"
+                    ) from exc
+                except _DROPPED + (OSError,) as exc:
+                    self._drop()
+                    if attempt == 1 and idempotent:
+                        continue
+                    raise SandboxConnectionError(
+                        f"{method} {path} to {self.connector.describe()}: connection lost "
+                        f"before the answer: {exc!r}"
+                    ) from exc
+                self._last_used = self._clock()
+                if resp.will_close:
+                    self._drop()
+                return HttpResponse(
+                    resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def json_request(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        *,
+        timeout_s: float | None = None,
+        auth: bool = True,
+    ) -> HttpResponse:
+        """A request whose body is ``payload`` as JSON (no body when ``payload`` is None)."""
+        body = None if payload is None else json.dumps(payload).encode("utf-8")
+        return self.request(method, path, body, timeout_s=timeout_s, auth=auth)

@@ -1,0 +1,127 @@
+"""The executor's HTTP API as typed calls: health, claim, files, execute, shutdown."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+from urllib.parse import quote
+
+from .. import wire
+from .errors import SandboxConnectionError, SandboxProtocolError, SandboxStartError
+from .http import ExecutorHTTP, HttpResponse
+
+#: How often a 429 (all execution slots busy) is retried, honouring Retry-After.
+BUSY_RETRIES = 20
+
+
+def _error_text(resp: HttpResponse) -> str:
+    try:
+        body = resp.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            field = err.get("field")
+            return f"{field + ': ' if field else ''}{err.get('message', err)}"
+        return str(body)[:300]
+    except SandboxProtocolError:
+        return resp.body[:300].decode("utf-8", "replace")
+
+
+class ExecutorClient:
+    """One executor, reached through an :class:`ExecutorHTTP` connection."""
+
+    def __init__(self, http: ExecutorHTTP, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.http = http
+        self._sleep = sleep
+
+    def _check(self, resp: HttpResponse, what: str, ok: tuple[int, ...] = (200,)) -> HttpResponse:
+        if resp.status in ok:
+            return resp
+        if resp.status == 401:
+            raise SandboxProtocolError(
+                f"{what}: the executor rejected the session token (HTTP 401)", 401, _error_text(resp)
+            )
+        raise SandboxProtocolError(
+            f"{what}: executor answered HTTP {resp.status}: {_error_text(resp)}",
+            resp.status,
+            resp.body.decode("utf-8", "replace"),
+        )
+
+    # -- service ---------------------------------------------------------------------------------
+
+    def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """``GET /health``."""
+        return self._check(self.http.request("GET", "/health", timeout_s=timeout_s, auth=False), "health").json()
+
+    def ready(self, timeout_s: float = 5.0) -> bool:
+        """``GET /ready``: True when the executor accepts work."""
+        resp = self.http.request("GET", "/ready", timeout_s=timeout_s, auth=False)
+        return resp.status == 200
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/info``: versions and limits."""
+        return self._check(self.http.request("GET", "/v1/info"), "info").json()
+
+    def claim(self, token: str, timeout_s: float = 10.0) -> None:
+        """``POST /v1/claim``: set this session's bearer token; the pod is then ours alone."""
+        wire.validate_token(token)
+        resp = self.http.json_request("POST", "/v1/claim", {"token": token}, timeout_s=timeout_s, auth=False)
+        if resp.status == 409:
+            raise SandboxStartError(
+                "the executor was already claimed by another session (HTTP 409); "
+                "a pod never serves two sessions"
+            )
+        self._check(resp, "claim", ok=(200, 201, 204))
+        self.http.token = token
+
+    def shutdown(self, timeout_s: float = 2.0) -> None:
+        """``POST /v1/shutdown``: ask the executor to exit (the pod then ends Succeeded)."""
+        self._check(self.http.json_request("POST", "/v1/shutdown", {}, timeout_s=timeout_s), "shutdown", ok=(200, 202, 204))
+
+    # -- files -------------------------------------------------------------------------------------
+
+    def put_file(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """``PUT /v1/files/{name}``: upload into the session workspace."""
+        wire.validate_file_name(name)
+        resp = self.http.request(
+            "PUT", "/v1/files/" + quote(name, safe=""), data, content_type=content_type,
+            timeout_s=max(self.http.timeout_s, 30.0 + len(data) / (8 * 1024 * 1024)),
+        )
+        self._check(resp, f"upload {name}", ok=(200, 201, 204))
+
+    def get_file(self, name: str) -> bytes:
+        """``GET /v1/files/{name}``."""
+        wire.validate_file_name(name)
+        return self._check(self.http.request("GET", "/v1/files/" + quote(name, safe="")), f"download {name}").body
+
+    def delete_file(self, name: str) -> None:
+        """``DELETE /v1/files/{name}``."""
+        wire.validate_file_name(name)
+        resp = self.http.request("DELETE", "/v1/files/" + quote(name, safe=""))
+        self._check(resp, f"delete {name}", ok=(200, 204, 404))
+
+    # -- execute -----------------------------------------------------------------------------------
+
+    def execute(self, request: wire.ExecuteRequest) -> dict[str, Any]:
+        """``POST /v1/execute``; returns the validated response object.
+
+        The HTTP read timeout is the execution timeout plus a margin: the executor kills the
+        code at ``timeout_s`` and answers ``status: timeout`` itself.
+        """
+        payload = request.to_json()
+        read_timeout = request.timeout_s + 15.0
+        for _ in range(BUSY_RETRIES):
+            resp = self.http.json_request("POST", "/v1/execute", payload, timeout_s=read_timeout)
+            if resp.status != 429:
+                break
+            try:
+                delay = float(resp.headers.get("retry-after", "0.1"))
+            except ValueError:
+                delay = 0.1
+            self._sleep(min(max(delay, 0.05), 5.0))
+        else:
+            raise SandboxConnectionError(f"executor stayed busy (HTTP 429) for {BUSY_RETRIES} tries")
+        body = self._check(resp, "execute").json()
+        try:
+            return wire.validate_execute_response(body)
+        except wire.WireError as exc:
+            raise SandboxProtocolError(f"execute: malformed response: {exc}", resp.status) from exc

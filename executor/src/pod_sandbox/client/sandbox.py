@@ -1,0 +1,397 @@
+"""KubernetesSandbox: PandasAI's ``Sandbox`` backed by one single-use executor pod per session."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import secrets
+import time
+import weakref
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .. import wire
+from . import datasets
+from .errors import (
+    KubernetesAPIError,
+    NoResultError,
+    SandboxConnectionError,
+    SandboxError,
+    SandboxExecutionError,
+    SandboxLostError,
+    SandboxMemoryError,
+    SandboxStartError,
+    SandboxTimeoutError,
+)
+from .http import ExecutorHTTP
+from .kube import KubeApi, running_in_cluster
+from .pods import PodLauncher, failure_reason
+from .pool import WarmPool
+from .protocol import ExecutorClient
+from .session import Session, close_session
+from .template import Owner, api_port, load_template, session_pod
+from .transport import PortForwardConnector, TcpConnector
+
+try:  # PandasAI is an optional extra: subclass its Sandbox when it is there.
+    from pandasai.sandbox import Sandbox as _SandboxBase
+except ImportError:  # pragma: no cover - exercised when pandasai is absent
+    _SandboxBase = object  # type: ignore[assignment,misc]
+
+log = logging.getLogger("pod_sandbox.client")
+
+CONNECTIONS = ("auto", "port-forward", "pod-ip", "url")
+#: Names PandasAI puts in the environment that the pod provides itself.
+POD_PROVIDED = ("pd", "np", "plt", "execute_sql_query")
+MISSING_DATASET_ERROR = "MissingDatasetError"
+
+
+def missing_query(response: Mapping[str, Any]) -> str | None:
+    """The query an execution asked for but was not staged (dynamic SQL), else None."""
+    error = response.get("error") or {}
+    if response.get("status") != "error" or error.get("type") != MISSING_DATASET_ERROR:
+        return None
+    message = error.get("message", "")
+    marker = "'datasets': "
+    if marker not in message:
+        return None
+    try:
+        query = ast.literal_eval(message.split(marker, 1)[1])
+    except (ValueError, SyntaxError):
+        return None
+    return query if isinstance(query, str) and query else None
+
+
+def raise_for_status(response: Mapping[str, Any]) -> None:
+    """Turn a non-ok execution into the matching exception, carrying the in-pod traceback."""
+    status = response["status"]
+    if status == "ok":
+        return
+    error = response.get("error") or {}
+    cls = {
+        "timeout": SandboxTimeoutError,
+        "memory": SandboxMemoryError,
+    }.get(status, SandboxExecutionError)
+    raise cls(
+        status,
+        error.get("type", "Error"),
+        error.get("message", ""),
+        error.get("traceback", ""),
+        response.get("stdout", ""),
+        response.get("stderr", ""),
+    )
+
+
+class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
+    """Run PandasAI's generated code in a fresh executor pod of the sandbox namespace.
+
+    ``Agent(dfs, sandbox=KubernetesSandbox(namespace="pandasai-sandbox"))``. ``start()`` claims
+    a warm pod (if the pool has one) or creates a pod from the namespace's template ConfigMap,
+    waits for it with a watch, connects (port-forward, or the pod IP from inside the cluster),
+    and hands it a fresh session token. ``stop()`` deletes the pod; a pod never serves a second
+    session, and ``start()`` after ``stop()`` gets a new one.
+
+    Connection modes: ``auto`` (pod IP in a cluster, else port-forward), ``port-forward``,
+    ``pod-ip``, and ``url`` (an executor already running at ``url``, e.g. a local one started
+    with ``pod-sandbox-executor --claimable``; no pod is created).
+    """
+
+    def __init__(
+        self,
+        namespace: str = "pandasai-sandbox",
+        *,
+        connection: str = "auto",
+        url: str | None = None,
+        token: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        pod_template: str | Mapping[str, Any] | None = None,
+        warm_pool: bool = True,
+        warm_min_lifetime_s: float = 300.0,
+        startup_timeout_s: float = 120.0,
+        timeout_s: float = 30.0,
+        request_timeout_s: float = 30.0,
+        max_output_bytes: int | None = None,
+        max_sql_rounds: int = 8,
+        kube: KubeApi | None = None,
+    ) -> None:
+        if _SandboxBase is not object:
+            super().__init__()
+        self._started = False
+        if connection not in CONNECTIONS:
+            raise ValueError(f"connection must be one of {', '.join(CONNECTIONS)}, got {connection!r}")
+        if connection == "url" and not url:
+            raise ValueError("connection='url' needs url='http://host:port'")
+        self.namespace = namespace
+        self.connection = connection
+        self.url = url
+        self.static_token = token
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.pod_template = pod_template
+        self.warm_pool = warm_pool
+        self.warm_min_lifetime_s = warm_min_lifetime_s
+        self.startup_timeout_s = startup_timeout_s
+        self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.max_output_bytes = max_output_bytes
+        self.max_sql_rounds = max_sql_rounds
+        self._kube = kube
+        self._own_kube = kube is None
+        self._session: Session | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._staged: dict[str, tuple[str, str]] = {}
+        self.last_response: dict[str, Any] | None = None
+
+    # -- context manager -------------------------------------------------------------------------
+
+    def __enter__(self) -> "KubernetesSandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- properties --------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session | None:
+        """The live session (pod name, id, timings), or None when stopped."""
+        return self._session
+
+    @property
+    def pod_name(self) -> str | None:
+        """The name of this session's pod (None in url mode or when stopped)."""
+        return self._session.pod_name if self._session else None
+
+    @property
+    def session_id(self) -> str | None:
+        """The session id written on the pod's ``pandasai.io/session`` label."""
+        return self._session.session_id if self._session else None
+
+    def _kube_api(self) -> KubeApi:
+        if self._kube is None:
+            self._kube = KubeApi.from_kubeconfig(self.namespace, self.kubeconfig, self.context)
+        return self._kube
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Acquire a pod (warm or cold), connect, and claim it with a fresh token."""
+        if self._started and self._session is not None and not self._session.closed:
+            return
+        t0 = time.perf_counter()
+        session_id = secrets.token_hex(8)
+        token = secrets.token_urlsafe(32)
+        if self.connection == "url":
+            session = self._start_url(session_id, token)
+        else:
+            session = self._start_pod(session_id, token)
+        session.timings["start_s"] = time.perf_counter() - t0
+        self._session = session
+        self._staged = {}
+        self._finalizer = weakref.finalize(self, close_session, session)
+        self._started = True
+
+    def _start_url(self, session_id: str, token: str) -> Session:
+        parts = urlsplit(self.url or "")
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"url must look like http://host:port, got {self.url!r}")
+        connector = TcpConnector(parts.hostname, parts.port or 80)
+        http = ExecutorHTTP(connector, token=self.static_token, timeout_s=self.request_timeout_s)
+        client = ExecutorClient(http)
+        try:
+            if self.static_token is None:
+                client.claim(token)
+        except BaseException:
+            http.close()
+            raise
+        return Session(session_id=session_id, client=client, http=http)
+
+    def _start_pod(self, session_id: str, token: str) -> Session:
+        kube = self._kube_api()
+        owner = Owner.current()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        template = load_template(self.pod_template, kube)
+        timings["template_s"] = time.perf_counter() - t0
+        launcher = PodLauncher(kube)
+        pod: dict[str, Any] | None = None
+        warm = False
+        if self.warm_pool:
+            pod = WarmPool(kube, min_lifetime_s=self.warm_min_lifetime_s).claim(session_id, owner)
+            warm = pod is not None
+        timings["claim_s"] = time.perf_counter() - t0
+        if pod is None:
+            pod = launcher.create(session_pod(template, self.namespace, session_id, owner))
+        name = pod["metadata"]["name"]
+        uid = pod["metadata"].get("uid")
+        http: ExecutorHTTP | None = None
+        try:
+            if not warm:
+                pod = launcher.wait_ready(pod, self.startup_timeout_s)
+            timings["ready_s"] = time.perf_counter() - t0
+            connector = self._connector(kube, pod, api_port(template))
+            http = ExecutorHTTP(connector, timeout_s=self.request_timeout_s)
+            client = ExecutorClient(http)
+            client.claim(token)
+            timings["claimed_s"] = time.perf_counter() - t0
+        except BaseException as exc:
+            if http is not None:
+                http.close()
+            launcher.delete(name, uid)
+            if isinstance(exc, SandboxError) and not isinstance(exc, SandboxStartError):
+                raise SandboxStartError(f"sandbox pod {name} could not be connected: {exc}") from exc
+            raise
+        log.info("sandbox session %s on pod %s/%s (%s)", session_id, self.namespace, name, "warm" if warm else "cold")
+        return Session(
+            session_id=session_id, client=client, http=http, kube=kube,
+            pod_name=name, pod_uid=uid, warm=warm, timings=timings,
+        )
+
+    def _connector(self, kube: KubeApi, pod: Mapping[str, Any], port: int) -> Any:
+        mode = self.connection
+        if mode == "auto":
+            mode = "pod-ip" if running_in_cluster() else "port-forward"
+        if mode == "pod-ip":
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip:
+                raise SandboxStartError(f"pod {pod['metadata']['name']} has no IP yet")
+            return TcpConnector(ip, port)
+        return PortForwardConnector(kube, pod["metadata"]["name"], port)
+
+    def stop(self) -> None:
+        """End the session: shutdown, delete the pod, close the tunnel. Safe to call twice."""
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer()
+        self._session = None
+        self._staged = {}
+        self._started = False
+        if self._own_kube and self._kube is not None:
+            self._kube.close()
+            self._kube = None
+
+    # -- PandasAI's Sandbox API --------------------------------------------------------------------
+
+    def execute(self, code: str, environment: dict) -> dict:
+        """Run ``code``; returns PandasAI's ``{"type", "value"}`` (starts a session if needed)."""
+        if not self._started:
+            self.start()
+        return self._exec_code(code, environment)
+
+    def _extract_sql_queries_from_code(self, code: str) -> list[str]:
+        return datasets.extract_sql_queries(code)
+
+    def _live(self) -> Session:
+        if not self._started or self._session is None or self._session.closed:
+            self.start()
+        assert self._session is not None
+        return self._session
+
+    def _exec_code(self, code: str, environment: dict) -> dict:
+        session = self._live()
+        environment = environment or {}
+        self._refuse_host_skills(code, environment)
+        staged: dict[str, str] = {}
+        for query in self._extract_sql_queries_from_code(code):
+            staged[query] = self._stage_query(session, query, environment)
+        request_id = secrets.token_hex(8)
+        for _ in range(self.max_sql_rounds + 1):
+            request = wire.ExecuteRequest(
+                code=code,
+                timeout_s=self.timeout_s,
+                max_output_bytes=self.max_output_bytes if self.max_output_bytes is not None else 65536,
+                datasets=staged,
+                request_id=request_id,
+            )
+            response = self._call(session, lambda: session.client.execute(request))
+            self.last_response = response
+            query = missing_query(response)
+            if query is None or query in staged:
+                break
+            staged[query] = self._stage_query(session, query, environment)
+        raise_for_status(response)
+        result = wire.decode_result(response["result"])
+        if result["type"] == "none":
+            raise NoResultError(
+                "ok",
+                "NoResultFoundError",
+                "No result was returned from the code execution. Please return the result in "
+                "dictionary format, for example: result = {'type': ..., 'value': ...}",
+                stdout=response.get("stdout", ""),
+            )
+        return result
+
+    def transfer_file(self, csv_data: Any, filename: str = "file.csv") -> None:
+        """Upload a DataFrame (by the name's extension: Parquet, or CSV for ``.csv``) or bytes."""
+        session = self._live()
+        data, content_type = datasets.file_payload(csv_data, filename)
+        self._call(session, lambda: session.client.put_file(filename, data, content_type))
+
+    def upload_dataframe(self, frame: Any, name: str) -> str:
+        """Upload ``frame`` as Parquet named ``name`` (``.parquet`` added); returns the file name.
+
+        Code in the pod reads it with ``load_dataset(name)`` or ``pd.read_parquet(name)``.
+        """
+        if not name.endswith(".parquet"):
+            name += ".parquet"
+        self.transfer_file(frame, name)
+        return name
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _refuse_host_skills(self, code: str, environment: Mapping[str, Any]) -> None:
+        skills = datasets.host_only_callables(dict(environment), POD_PROVIDED)
+        used = sorted(skills & datasets.called_names(code))
+        if used:
+            raise SandboxExecutionError(
+                "refused",
+                "HostFunctionUnavailable",
+                f"{', '.join(used)} run(s) on the host and cannot be called inside the pod "
+                "sandbox; compute the answer with pandas/numpy from execute_sql_query results",
+            )
+
+    def _stage_query(self, session: Session, query: str, environment: Mapping[str, Any]) -> str:
+        """Run ``query`` on the host with PandasAI's ``execute_sql_query``; upload it as Parquet."""
+        runner = environment.get("execute_sql_query")
+        if not callable(runner):
+            raise SandboxExecutionError(
+                "refused", "SQLUnavailable",
+                "the code runs SQL but PandasAI's environment has no execute_sql_query callable",
+            )
+        frame = runner(query)
+        data = datasets.to_parquet(frame)
+        name = datasets.dataset_file_name(query)
+        digest = datasets.digest(data)
+        if self._staged.get(query) != (name, digest):
+            self._call(
+                session,
+                lambda: session.client.put_file(name, data, "application/vnd.apache.parquet"),
+            )
+            self._staged[query] = (name, digest)
+        return name
+
+    def _call(self, session: Session, fn: Any) -> Any:
+        """Run one executor call; a lost connection becomes SandboxLostError when the pod is gone."""
+        try:
+            return fn()
+        except SandboxConnectionError as exc:
+            lost = self._pod_gone_reason(session)
+            if lost is None:
+                raise
+            session.close(shutdown=False)
+            self.stop()
+            raise SandboxLostError(f"sandbox pod {session.pod_name} is gone ({lost}): {exc}") from exc
+
+    def _pod_gone_reason(self, session: Session) -> str | None:
+        if session.kube is None or session.pod_name is None:
+            return None
+        try:
+            pod = session.kube.get_pod(session.pod_name)
+        except KubernetesAPIError as exc:
+            return "deleted" if exc.status == 404 else None
+        except SandboxError:
+            return None
+        if pod.get("metadata", {}).get("uid") != session.pod_uid:
+            return "replaced by another pod of the same name"
+        return failure_reason(pod)

@@ -1,0 +1,5 @@
+"""``python -m pod_sandbox.executor``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""What runs inside one forked sandbox child: confine itself, wait for a job, run it, report.
+
+The child is forked from the warm fork-server (pandas, numpy, matplotlib, pyarrow imported). It
+talks on its own fds only: ``job_fd`` (one frame in), ``result_fd`` (one frame out, never stdout),
+fds 1 and 2 (pipes the fork-server reads with a cap). It never returns: it ends in ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Callable, Mapping
+
+from .. import wire
+from . import framing, isolation
+
+TRACEBACK_MAX = 64 * 1024
+EXIT_SETUP_FAILED = 120
+EXIT_CRASHED = 121
+
+
+class MissingDatasetError(LookupError):
+    """``execute_sql_query`` got a query the client did not stage in ``datasets``."""
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd not in ``keep`` (the fork-server's channels, epoll, other jobs' pipes)."""
+    low = 0
+    for fd in sorted(keep | {65536}):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    try:
+        soft = os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        soft = 1 << 20
+    if soft > 65537:
+        os.closerange(65537, soft)
+
+
+def spare_main(
+    job_fd: int,
+    result_fd: int,
+    out_fd: int,
+    err_fd: int,
+    protected_pids: tuple[int, ...],
+    datasets_cache: Mapping[str, Any],
+    data_dir: str,
+) -> None:
+    """Entry point right after fork(); never returns."""
+    try:
+        os.setsid()
+        isolation.die_with_parent()
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        close_fds_except({0, 1, 2, job_fd, result_fd})
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over RLIMIT_FSIZE: EFBIG, not death
+        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115 - lives until _exit
+        sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False),  # noqa: SIM115
+                                      encoding="utf-8", errors="backslashreplace", line_buffering=True)
+        sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False),  # noqa: SIM115
+                                      encoding="utf-8", errors="backslashreplace", line_buffering=True)
+        isolation.install_seccomp(protected_pids)
+    except BaseException:  # noqa: BLE001 - report on fd 2 and die; the fork-server sees the code
+        try:
+            os.write(2, traceback.format_exc().encode()[-4000:])
+        finally:
+            os._exit(EXIT_SETUP_FAILED)
+    try:
+        frame = framing.read_frame_fd(job_fd)
+        if frame is None:  # discarded spare
+            os._exit(0)
+        os.close(job_fd)
+        job = json.loads(frame)
+        payload = run_job(job, datasets_cache, data_dir)
+    except BaseException:  # noqa: BLE001 - the job itself is wrapped; this is our own bug
+        os.write(2, traceback.format_exc().encode()[-4000:])
+        os._exit(EXIT_CRASHED)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001,S110 - user code may have closed them
+        pass
+    try:
+        framing.write_all_fd(result_fd, payload)  # EOF ends the message
+    except OSError:
+        os._exit(EXIT_CRASHED)
+    os._exit(0)
+
+
+def _error(exc: BaseException, skip_frames: int = 1) -> dict[str, str]:
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # noqa: BLE001 - formatting can fail under MemoryError
+        text = f"{type(exc).__name__}: (traceback unavailable)\n"
+    if len(text) > TRACEBACK_MAX:
+        text = text[:1024] + "\n...\n" + text[-(TRACEBACK_MAX - 1100):]
+    try:
+        message = str(exc)[:8192]
+    except BaseException:  # noqa: BLE001 - user exceptions may break __str__
+        message = "(message unavailable)"
+    return {"type": type(exc).__name__, "message": message, "traceback": text}
+
+
+def _prepare_scratch(scratch: str, data_dir: str) -> None:
+    os.mkdir(scratch, 0o700)
+    os.makedirs(os.path.join(scratch, "exports", "charts"), exist_ok=True)
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        names = []
+    for name in names:
+        if wire.FILE_NAME_RE.match(name) and name != "exports":
+            try:
+                os.symlink(os.path.join(data_dir, name), os.path.join(scratch, name))
+            except OSError:
+                continue
+    os.chdir(scratch)
+
+
+def _loader(cache: Mapping[str, Any], data_dir: str) -> Callable[[str], Any]:
+    def load_dataset(name: str) -> Any:
+        """Return the uploaded file ``name`` as a DataFrame (served from the warm cache if there)."""
+        wire.validate_file_name(name)
+        if name in cache:
+            return cache[name]
+        return read_data_file(os.path.join(data_dir, name))
+
+    return load_dataset
+
+
+def read_data_file(path: str, *, use_threads: bool = True) -> Any:
+    """Read Parquet, CSV, JSON or Feather into a DataFrame, chosen by the file's suffix."""
+    import pandas as pd  # noqa: PLC0415 - preloaded by the fork-server
+
+    lower = path.lower()
+    if lower.endswith(".parquet") or lower.endswith(".pq"):
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        table = pq.read_table(path, use_threads=use_threads, pre_buffer=use_threads)
+        return table.to_pandas(use_threads=use_threads)
+    if lower.endswith(".csv"):
+        return pd.read_csv(path)
+    if lower.endswith(".json"):
+        return pd.read_json(path)
+    if lower.endswith(".feather") or lower.endswith(".arrow"):
+        return pd.read_feather(path, use_threads=use_threads)
+    raise ValueError(f"{os.path.basename(path)}: unknown data file type (use .parquet, .csv, .json, .feather)")
+
+
+def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
+    """The globals user code sees: like PandasAI's CodeExecutor (pd, np, plt) plus data access."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import pandas as pd  # noqa: PLC0415
+
+    load_dataset = _loader(cache, data_dir)
+
+    def execute_sql_query(sql_query: str) -> Any:
+        """PandasAI's data access: returns the DataFrame the client staged for this query."""
+        name = datasets.get(sql_query)
+        if name is None and isinstance(sql_query, str):
+            name = datasets.get(sql_query.strip())
+        if name is None:
+            raise MissingDatasetError(
+                f"no dataset was staged for this query; the client must upload it and pass it in "
+                f"'datasets': {str(sql_query)[:500]!r}"
+            )
+        return load_dataset(name)
+
+    return {
+        "__name__": "__main__",
+        "__builtins__": __builtins__,
+        "pd": pd,
+        "np": np,
+        "plt": plt,
+        "execute_sql_query": execute_sql_query,
+        "load_dataset": load_dataset,
+        "DATA_DIR": data_dir,
+        "MissingDatasetError": MissingDatasetError,
+    }
+
+
+def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str) -> bytes:
+    """Run one job's code in this process; return the result frame (JSON bytes)."""
+    scratch = job["scratch"]
+    isolation.apply_rlimits(isolation.ChildLimits(**job["limits"]))
+    _prepare_scratch(scratch, data_dir)
+    os.environ.clear()
+    os.environ.update(isolation.scrubbed_environment(scratch))
+    namespace = build_namespace(job.get("datasets") or {}, cache, data_dir)
+    status, error, result = "ok", None, None
+    try:
+        code = compile(job["code"], "<sandbox>", "exec")
+        exec(code, namespace)  # noqa: S102 - running untrusted code is this module's job
+    except MemoryError as exc:
+        status, error = "memory", _error(exc)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt included
+        status, error = "error", _error(exc)
+    if status == "ok":
+        try:
+            result = wire.encode_result(namespace.get("result"), cwd=scratch)
+        except MemoryError as exc:
+            status, error = "memory", _error(exc, 0)
+        except wire.ResultError as exc:
+            status, error = "error", {"type": "ResultError", "message": str(exc), "traceback": ""}
+        except BaseException as exc:  # noqa: BLE001 - a broken value (e.g. __str__ raising)
+            status, error = "error", _error(exc, 0)
+    try:
+        return framing.dumps({"status": status, "result": result, "error": error})
+    except MemoryError as exc:
+        return framing.dumps({"status": "memory", "result": None, "error": _error(exc, 0)})
+    except (TypeError, ValueError) as exc:
+        return framing.dumps({"status": "error", "result": None,
+                              "error": {"type": "ResultError", "message": str(exc), "traceback": ""}})

@@ -1,0 +1,87 @@
+"""Command line entry point: start the fork-server, then the threaded WSGI server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from . import isolation
+from .app import ServerState, create_app
+from .auth import TokenStore
+from .config import Config, load_config
+from .files import Workspace
+from .forkserver import start_fork_server
+from .metrics import Metrics
+from .runner import Runner
+
+log = logging.getLogger("pod_sandbox.cli")
+DRAIN_TIMEOUT_S = 60.0
+
+
+def _exit_now(runner: Runner, code: int) -> None:
+    runner.stop()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def serve(config: Config) -> None:
+    """Run the executor until SIGTERM/SIGINT or POST /v1/shutdown."""
+    workspace = Workspace(config.data_dir, config.limits.max_upload_bytes)
+    workspace.ensure()
+    os.makedirs(config.scratch_root, mode=0o700, exist_ok=True)
+    # Order matters: fork before any thread exists and before the token is in memory.
+    handle = start_fork_server(config)
+    isolation.make_undumpable()
+    tokens = TokenStore.from_file(config.token_file, config.claimable)
+    if not tokens.auth_enabled:
+        log.warning("no --token-file and not --claimable: the API is UNAUTHENTICATED (local use only)")
+    runner = Runner(handle, config.limits.max_result_bytes)
+    metrics = Metrics()
+    state = ServerState()
+    app = create_app(config, runner, tokens, workspace, metrics, state)
+
+    import waitress  # noqa: PLC0415 - server-only dependency
+
+    largest_body = max(config.limits.max_body_bytes, config.limits.max_upload_bytes) + 65536
+    server = waitress.create_server(
+        app, host=config.host, port=config.port, threads=max(config.threads, config.limits.slots + 2),
+        max_request_body_size=largest_body, ident="pod-sandbox-executor", channel_timeout=600,
+        connection_limit=256, clear_untrusted_proxy_headers=True,
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        state.draining = True
+        _exit_now(runner, 0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def drain_then_exit() -> None:
+        state.shutdown_requested.wait()
+        drained = runner.wait_idle(DRAIN_TIMEOUT_S)
+        log.info("shutdown requested: %s", "drained" if drained else "drain timed out")
+        threading.Event().wait(0.2)  # let the 202 reach the client
+        _exit_now(runner, 0)
+
+    threading.Thread(target=drain_then_exit, name="shutdown", daemon=True).start()
+    log.info("pod-sandbox-executor listening on %s:%s (slots=%d, threads=%d, auth=%s)",
+             config.host, server.effective_port, config.limits.slots, config.threads,
+             "claimable" if config.claimable and not tokens.claimed else
+             ("token" if tokens.auth_enabled else "none"))
+    server.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``pod-sandbox-executor``."""
+    config = load_config(argv)
+    logging.basicConfig(level=getattr(logging, config.log_level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    serve(config)
+    return 0

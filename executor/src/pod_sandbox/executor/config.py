@@ -1,0 +1,160 @@
+"""The executor's settings: limits, paths and modes, read from CLI flags and SANDBOX_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request and per-execution limits; reported by ``GET /v1/info``."""
+
+    max_code_bytes: int = 1 * MIB
+    max_body_bytes: int = 2 * MIB
+    max_upload_bytes: int = 512 * MIB
+    max_output_bytes: int = 1 * MIB
+    max_result_bytes: int = 64 * MIB
+    default_timeout_s: float = 30.0
+    max_timeout_s: float = 300.0
+    memory_limit_bytes: int = 2048 * MIB
+    max_processes: int = 64
+    max_open_files: int = 256
+    max_file_bytes: int = 256 * MIB
+    slots: int = 2
+
+    def to_json(self) -> dict[str, Any]:
+        """The limits as ``GET /v1/info`` reports them."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    limits: Limits = Limits()
+    workspace: str = "/workspace"
+    scratch_root: str = "/tmp/sandbox-scratch"
+    token_file: str | None = None
+    claimable: bool = False
+    threads: int = 6
+    spares: int = 1
+    dataset_cache_bytes: int = 1024 * MIB
+    log_level: str = "INFO"
+
+    @property
+    def data_dir(self) -> str:
+        """Where uploaded files live (user code sees them in its working directory too)."""
+        return os.path.join(self.workspace, "data")
+
+
+def _env_bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every flag also has a SANDBOX_* environment variable."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    d = Limits()
+    p = argparse.ArgumentParser(
+        prog="pod-sandbox-executor",
+        description="Run PandasAI-generated Python in isolated pre-warmed processes over HTTP.",
+    )
+    p.add_argument("--host", default=None, help="bind address [SANDBOX_HOST, 127.0.0.1]")
+    p.add_argument("--port", type=int, default=None, help="TCP port [SANDBOX_PORT, 8080]")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the bearer token [SANDBOX_TOKEN_FILE]; none and not "
+                        "--claimable means NO authentication (local use only)")
+    p.add_argument("--claimable", action="store_true", default=None,
+                   help="first POST /v1/claim sets the token [SANDBOX_CLAIMABLE=1]")
+    p.add_argument("--workspace", default=None, help="session workspace [SANDBOX_WORKSPACE, /workspace]")
+    p.add_argument("--scratch-root", default=None,
+                   help="per-execution scratch dirs [SANDBOX_SCRATCH_ROOT, $TMPDIR/sandbox-scratch]")
+    p.add_argument("--slots", type=int, default=None,
+                   help=f"concurrent executions [SANDBOX_SLOTS, CPU count={max(2, cpus)}]")
+    p.add_argument("--threads", type=int, default=None, help="HTTP threads [SANDBOX_THREADS, slots+4]")
+    p.add_argument("--spares", type=int, default=None, help="pre-forked spare children [SANDBOX_SPARES, 1]")
+    p.add_argument("--timeout", type=float, default=None,
+                   help=f"default timeout_s [SANDBOX_TIMEOUT_S, {d.default_timeout_s}]")
+    p.add_argument("--max-timeout", type=float, default=None,
+                   help=f"largest timeout_s a request may ask [SANDBOX_MAX_TIMEOUT_S, {d.max_timeout_s}]")
+    p.add_argument("--memory-mb", type=int, default=None,
+                   help="address space user code may add to the warm interpreter "
+                        f"[SANDBOX_MEMORY_MB, {d.memory_limit_bytes // MIB}]")
+    p.add_argument("--max-code-bytes", type=int, default=None, help="[SANDBOX_MAX_CODE_BYTES]")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="[SANDBOX_MAX_BODY_BYTES]")
+    p.add_argument("--max-upload-bytes", type=int, default=None, help="[SANDBOX_MAX_UPLOAD_BYTES]")
+    p.add_argument("--max-output-bytes", type=int, default=None, help="per stream [SANDBOX_MAX_OUTPUT_BYTES]")
+    p.add_argument("--max-result-bytes", type=int, default=None, help="[SANDBOX_MAX_RESULT_BYTES]")
+    p.add_argument("--max-processes", type=int, default=None,
+                   help="RLIMIT_NPROC for user code [SANDBOX_MAX_PROCESSES]")
+    p.add_argument("--log-level", default=None, help="[SANDBOX_LOG_LEVEL, INFO]")
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Flags win over environment variables, which win over defaults."""
+    env = dict(os.environ if environ is None else environ)
+    args = build_parser().parse_args(argv)
+
+    def pick(flag: Any, name: str, default: Any, cast: Any = str) -> Any:
+        if flag is not None:
+            return flag
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return cast(raw)
+        except ValueError:
+            raise SystemExit(f"pod-sandbox-executor: {name}={raw!r} is not a valid {cast.__name__}") from None
+
+    d = Limits()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    slots = pick(args.slots, "SANDBOX_SLOTS", max(2, cpus), int)
+    memory_mb = pick(args.memory_mb, "SANDBOX_MEMORY_MB", d.memory_limit_bytes // MIB, int)
+    limits = Limits(
+        max_code_bytes=pick(args.max_code_bytes, "SANDBOX_MAX_CODE_BYTES", d.max_code_bytes, int),
+        max_body_bytes=pick(args.max_body_bytes, "SANDBOX_MAX_BODY_BYTES", d.max_body_bytes, int),
+        max_upload_bytes=pick(args.max_upload_bytes, "SANDBOX_MAX_UPLOAD_BYTES", d.max_upload_bytes, int),
+        max_output_bytes=pick(args.max_output_bytes, "SANDBOX_MAX_OUTPUT_BYTES", d.max_output_bytes, int),
+        max_result_bytes=pick(args.max_result_bytes, "SANDBOX_MAX_RESULT_BYTES", d.max_result_bytes, int),
+        default_timeout_s=pick(args.timeout, "SANDBOX_TIMEOUT_S", d.default_timeout_s, float),
+        max_timeout_s=pick(args.max_timeout, "SANDBOX_MAX_TIMEOUT_S", d.max_timeout_s, float),
+        memory_limit_bytes=memory_mb * MIB,
+        max_processes=pick(args.max_processes, "SANDBOX_MAX_PROCESSES", d.max_processes, int),
+        slots=slots,
+    )
+    problems = [
+        name for name, value in (
+            ("slots", limits.slots), ("max_code_bytes", limits.max_code_bytes),
+            ("max_body_bytes", limits.max_body_bytes), ("max_upload_bytes", limits.max_upload_bytes),
+            ("max_result_bytes", limits.max_result_bytes), ("default_timeout_s", limits.default_timeout_s),
+            ("max_timeout_s", limits.max_timeout_s), ("memory_mb", memory_mb),
+            ("max_processes", limits.max_processes),
+        ) if value <= 0
+    ]
+    if limits.max_output_bytes < 0:
+        problems.append("max_output_bytes")
+    if limits.default_timeout_s > limits.max_timeout_s:
+        problems.append("timeout (above max_timeout)")
+    if problems:
+        raise SystemExit(f"pod-sandbox-executor: invalid settings: {', '.join(problems)}")
+    tmp = env.get("TMPDIR") or "/tmp"
+    return Config(
+        host=pick(args.host, "SANDBOX_HOST", "127.0.0.1"),
+        port=pick(args.port, "SANDBOX_PORT", 8080, int),
+        limits=limits,
+        workspace=pick(args.workspace, "SANDBOX_WORKSPACE", "/workspace"),
+        scratch_root=pick(args.scratch_root, "SANDBOX_SCRATCH_ROOT", os.path.join(tmp, "sandbox-scratch")),
+        token_file=pick(args.token_file, "SANDBOX_TOKEN_FILE", None),
+        claimable=bool(args.claimable) or _env_bool(env.get("SANDBOX_CLAIMABLE")),
+        threads=pick(args.threads, "SANDBOX_THREADS", slots + 4, int),
+        spares=pick(args.spares, "SANDBOX_SPARES", 1, int),
+        log_level=pick(args.log_level, "SANDBOX_LOG_LEVEL", "INFO").upper(),
+    )

@@ -1,0 +1,165 @@
+"""Kernel-level confinement: prctl flags, rlimits and the seccomp filter for user-code children."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import math
+import os
+import resource
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Iterable
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_DUMPABLE = 3
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.prctl.restype = ctypes.c_int
+
+#: Syscalls user code never needs and that would let it reach past its process (EPERM).
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "userfaultfd",
+    "keyctl", "add_key", "request_key", "unshare", "setns", "mount", "umount2", "pivot_root",
+    "chroot", "io_uring_setup", "io_uring_enter", "io_uring_register", "pidfd_open",
+    "pidfd_send_signal", "pidfd_getfd", "tkill", "setsid", "setpgid", "kexec_load", "init_module",
+    "finit_module", "delete_module", "acct", "swapon", "swapoff", "reboot", "fanotify_init",
+    "open_by_handle_at", "name_to_handle_at", "move_mount", "open_tree", "fsopen", "fsmount",
+    "mbind", "migrate_pages", "move_pages", "set_mempolicy", "quotactl", "lookup_dcookie",
+    "vmsplice",
+)
+#: Signal-sending syscalls whose first argument is a pid; denied when it names a server process.
+SIGNAL_SYSCALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+_U32 = 0xFFFFFFFF
+
+
+def prctl(option: int, arg2: int = 0) -> int:
+    """Call prctl(2); raise OSError on failure."""
+    rc = _libc.prctl(option, arg2, 0, 0, 0)
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {arg2}): {os.strerror(err)}")
+    return rc
+
+
+def make_undumpable() -> None:
+    """No core dumps, no ptrace, /proc/<pid>/{environ,mem,fd} owned by root: hides the token."""
+    prctl(PR_SET_DUMPABLE, 0)
+
+
+def is_dumpable() -> bool:
+    """Whether this process is dumpable (for tests and /ready)."""
+    return bool(prctl(PR_GET_DUMPABLE))
+
+
+def become_subreaper() -> None:
+    """Orphaned grandchildren of user code are re-parented here, so they can be reaped."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process if its parent (the fork-server) dies."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def address_space_bytes() -> int:
+    """This process's current virtual size (VmSize) in bytes."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(errno.ENOENT, "VmSize missing from /proc/self/status")
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    """The rlimits one execution runs under."""
+
+    cpu_seconds: int
+    address_space_bytes: int
+    max_processes: int
+    max_file_bytes: int
+    max_open_files: int
+
+    @classmethod
+    def for_timeout(
+        cls, timeout_s: float, *, baseline_vm: int, memory_limit_bytes: int,
+        max_processes: int, max_file_bytes: int, max_open_files: int,
+    ) -> "ChildLimits":
+        """CPU seconds just above the wall timeout (the wall clock normally fires first)."""
+        return cls(
+            cpu_seconds=int(math.ceil(timeout_s)) + 1,
+            address_space_bytes=baseline_vm + memory_limit_bytes,
+            max_processes=max_processes,
+            max_file_bytes=max_file_bytes,
+            max_open_files=max_open_files,
+        )
+
+
+def apply_rlimits(limits: ChildLimits) -> None:
+    """Set the rlimits in this (child) process; lowering never needs privileges."""
+    def lower(res: int, soft: int, hard: int | None = None) -> None:
+        cur_soft, cur_hard = resource.getrlimit(res)
+        hard = soft if hard is None else hard
+        if cur_hard != resource.RLIM_INFINITY:
+            hard = min(hard, cur_hard)
+            soft = min(soft, hard)
+        resource.setrlimit(res, (soft, hard))
+
+    lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 2)
+    lower(resource.RLIMIT_AS, limits.address_space_bytes)
+    lower(resource.RLIMIT_NPROC, limits.max_processes)
+    lower(resource.RLIMIT_FSIZE, limits.max_file_bytes)
+    lower(resource.RLIMIT_NOFILE, limits.max_open_files)
+    lower(resource.RLIMIT_CORE, 0)
+
+
+def install_seccomp(protected_pids: Iterable[int]) -> None:
+    """Load the user-code seccomp filter in this process (inherited by everything it forks).
+
+    * ``socket()`` fails with EACCES for every family but AF_UNIX: no TCP/UDP/raw/netlink.
+    * the syscalls in :data:`DENIED_SYSCALLS` fail with EPERM (ptrace, io_uring, namespaces,
+      setsid/setpgid so user processes cannot leave the process group we kill, ...).
+    * kill/tgkill/rt_sig*queueinfo fail with EPERM when aimed at a protected pid, at its
+      process group, or at -1 (every process of the user).
+    """
+    import pyseccomp as sc  # noqa: PLC0415 - only the sandbox child needs it
+
+    filt = sc.SyscallFilter(defaction=sc.ALLOW)
+    filt.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
+    for name in DENIED_SYSCALLS:
+        try:
+            filt.add_rule(sc.ERRNO(errno.EPERM), name)
+        except (OSError, ValueError, RuntimeError):
+            continue  # a syscall this kernel/arch does not have
+    targets = {(-1) & _U32}
+    for pid in protected_pids:
+        if pid > 0:
+            targets.add(pid & _U32)
+            targets.add((-pid) & _U32)
+    for name in SIGNAL_SYSCALLS:
+        for target in sorted(targets):
+            filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, _U32, target))
+    filt.load()
+
+
+def scrubbed_environment(scratch: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The only environment user code sees: no tokens, no service account, no proxy settings."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", os.path.join(scratch, ".mpl")),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[name] = os.environ.get(name, "1")
+    env.update(extra or {})
+    return env
