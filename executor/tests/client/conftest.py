@@ -45,9 +45,19 @@ def executor_command() -> list[str] | None:
     return [sys.executable, "-m", "pod_sandbox.executor"]
 
 
+@pytest.fixture(scope="module")
+def local_executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``pod-sandbox-executor --claimable`` on 127.0.0.1, shared by a module's tests."""
+    yield from _run_executor(tmp_path_factory.mktemp("executor"))
+
+
 @pytest.fixture
-def local_executor(tmp_path: Path) -> Iterator[str]:
-    """A real ``pod-sandbox-executor --claimable`` on 127.0.0.1 (the url mode's target)."""
+def fresh_local_executor(tmp_path: Path) -> Iterator[str]:
+    """A real executor of one's own (not yet claimed)."""
+    yield from _run_executor(tmp_path)
+
+
+def _run_executor(tmp_path: Path) -> Iterator[str]:
     cmd = executor_command()
     if cmd is None:
         pytest.skip("pod-sandbox-executor is not installed (executor server extra missing)")

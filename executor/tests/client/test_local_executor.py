@@ -12,6 +12,7 @@ import pytest
 from pod_sandbox.client import (
     KubernetesSandbox,
     SandboxExecutionError,
+    SandboxStartError,
     SandboxTimeoutError,
 )
 
@@ -36,7 +37,7 @@ def env(calls: list[str] | None = None) -> dict:
     return {"pd": pd, "np": np, "execute_sql_query": execute_sql_query}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def box(local_executor):
     sandbox = KubernetesSandbox(connection="url", url=local_executor, timeout_s=10)
     sandbox.start()
@@ -105,9 +106,11 @@ def test_error_carries_the_traceback(box):
 
 def test_timeout(box):
     box.timeout_s = 1.0
-    with pytest.raises(SandboxTimeoutError):
-        box.execute("import time\ntime.sleep(30)\nresult = {'type': 'number', 'value': 1}", env())
-    box.timeout_s = 10.0
+    try:
+        with pytest.raises(SandboxTimeoutError):
+            box.execute("import time\ntime.sleep(30)\nresult = {'type': 'number', 'value': 1}", env())
+    finally:
+        box.timeout_s = 10.0
     assert box.execute("result = {'type': 'number', 'value': 1}", env())["value"] == 1
 
 
@@ -124,13 +127,13 @@ def test_uploaded_parquet_and_csv_are_readable(box):
 
 def test_a_second_client_cannot_claim_the_same_executor(box, local_executor):
     other = KubernetesSandbox(connection="url", url=local_executor)
-    with pytest.raises(Exception, match="already claimed"):
+    with pytest.raises(SandboxStartError, match="already claimed"):
         other.start()
 
 
-def test_check_cli_in_url_mode(local_executor):
+def test_check_cli_in_url_mode(fresh_local_executor):
     proc = subprocess.run(
-        [sys.executable, "-m", "pod_sandbox.client", "check", "--connection", "url", "--url", local_executor],
+        [sys.executable, "-m", "pod_sandbox.client", "check", "--connection", "url", "--url", fresh_local_executor],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

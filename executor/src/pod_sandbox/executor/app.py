@@ -66,7 +66,8 @@ class ServerState:
 def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Workspace,
                metrics: Metrics, state: ServerState) -> bottle.Bottle:
     """Wire the routes; every dependency is passed in (no module-level state)."""
-    app = bottle.Bottle(catchall=True, autojson=False)
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
     limits = config.limits
     openapi_text = json.dumps(load_openapi())
     versions = package_versions()

@@ -48,7 +48,9 @@ def serve(config: Config) -> None:
 
     import waitress  # noqa: PLC0415 - server-only dependency
 
-    largest_body = max(config.limits.max_body_bytes, config.limits.max_upload_bytes) + 65536
+    # waitress buffers a whole body before the app sees it and answers a plain-text 413 above this;
+    # below it the routes answer JSON 413s at their own (smaller) caps.
+    largest_body = max(config.limits.max_body_bytes, config.limits.max_upload_bytes) + (1 << 20)
     server = waitress.create_server(
         app, host=config.host, port=config.port, threads=max(config.threads, config.limits.slots + 2),
         max_request_body_size=largest_body, ident="pod-sandbox-executor", channel_timeout=600,

@@ -126,7 +126,7 @@ def install_seccomp(protected_pids: Iterable[int]) -> None:
     * the syscalls in :data:`DENIED_SYSCALLS` fail with EPERM (ptrace, io_uring, namespaces,
       setsid/setpgid so user processes cannot leave the process group we kill, ...).
     * kill/tgkill/rt_sig*queueinfo fail with EPERM when aimed at a protected pid, at its
-      process group, or at -1 (every process of the user).
+      process group (or the group it is in), or at -1 (every process of the user).
     """
     import pyseccomp as sc  # noqa: PLC0415 - only the sandbox child needs it
 
@@ -142,6 +142,10 @@ def install_seccomp(protected_pids: Iterable[int]) -> None:
         if pid > 0:
             targets.add(pid & _U32)
             targets.add((-pid) & _U32)
+            try:
+                targets.add((-os.getpgid(pid)) & _U32)
+            except OSError:
+                pass
     for name in SIGNAL_SYSCALLS:
         for target in sorted(targets):
             filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, _U32, target))

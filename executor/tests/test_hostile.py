@@ -1,0 +1,240 @@
+"""Hostile code and hostile requests: the right answer, /health alive throughout, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from server_process import SECRET_ENV_VALUE, ExecutorProcess, HealthPoller
+
+MIB = 1024 * 1024
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass
+class Case:
+    """One hostile execution and what the answer must be."""
+
+    id: str
+    code: str
+    status: str
+    fields: dict[str, Any] | None = None
+    check: Callable[[dict[str, Any], ExecutorProcess], None] | None = None
+
+
+def _err(type_name: str) -> Callable[[dict[str, Any], ExecutorProcess], None]:
+    def check(body: dict[str, Any], _server: ExecutorProcess) -> None:
+        assert body["error"]["type"] == type_name, body["error"]
+
+    return check
+
+
+def _no_secrets(body: dict[str, Any], server: ExecutorProcess) -> None:
+    text = json.dumps(body)
+    assert SECRET_ENV_VALUE not in text
+    assert server.token not in text
+
+
+def _all(*checks: Callable[[dict[str, Any], ExecutorProcess], None]) -> Callable[[dict[str, Any], ExecutorProcess], None]:
+    def check(body: dict[str, Any], server: ExecutorProcess) -> None:
+        for c in checks:
+            c(body, server)
+
+    return check
+
+
+def _stdout_capped(body: dict[str, Any], _server: ExecutorProcess) -> None:
+    assert body["stdout_truncated"] is True
+    assert len(body["stdout"].encode()) <= 64 * 1024
+
+
+def _value(expected: Any) -> Callable[[dict[str, Any], ExecutorProcess], None]:
+    def check(body: dict[str, Any], _server: ExecutorProcess) -> None:
+        assert body["result"]["value"] == expected, body
+
+    return check
+
+
+CONNECT = "import socket\ns = socket.socket({family})\n"
+CASES = [
+    Case("fork_bomb", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+         "timeout", {"timeout_s": 3}),
+    Case("fork_bomb_then_result", "import os\npids = []\nfor _ in range(500):\n    try:\n        pid = os.fork()\n"
+         "    except OSError:\n        break\n    if pid == 0:\n        import time; time.sleep(60)\n    pids.append(pid)\n"
+         "result = {'type': 'number', 'value': len(pids)}", "ok", None,
+         lambda b, s: b["result"]["value"] < 48),
+    Case("memory_bomb_one_block", "x = bytearray(8 * 1024**3)", "memory", None, _err("MemoryError")),
+    Case("memory_bomb_gradual", "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024**2))", "memory"),
+    Case("memory_bomb_numpy", "a = np.ones((40000, 40000))", "memory"),
+    Case("cpu_spin", "while True:\n    pass", "timeout", {"timeout_s": 1.5}, _err("TimeoutError")),
+    Case("sleep_past_timeout", "import time\ntime.sleep(60)", "timeout", {"timeout_s": 1}),
+    Case("sigstop_self", "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)", "timeout", {"timeout_s": 1}),
+    Case("endless_stdout", "while True:\n    print('x' * 1000)", "timeout", {"timeout_s": 2}, _stdout_capped),
+    Case("huge_stdout_then_result", "import sys\nsys.stdout.write('y' * 5_000_000)\n"
+         "result = {'type': 'number', 'value': 1}", "ok", None, _stdout_capped),
+    Case("huge_stderr_binary", "import os\nfor _ in range(200):\n    os.write(2, b'\\xff\\xfe' * 5000)\n"
+         "result = {'type': 'number', 'value': 2}", "ok", None, lambda b, s: b["stderr_truncated"] is True),
+    Case("huge_result", "result = {'type': 'string', 'value': 'z' * (20 * 1024 * 1024)}", "error", None,
+         _err("ResultTooLarge")),
+    Case("huge_dataframe_result", "result = {'type': 'dataframe', 'value': pd.DataFrame("
+         "{'a': np.random.default_rng(0).random(3_000_000)})}", "error", None, _err("ResultTooLarge")),
+    Case("socket_to_loopback_server", CONNECT.format(family="") + "s.connect(('127.0.0.1', PORT))",
+         "error", None, _err("PermissionError")),
+    Case("udp_socket", CONNECT.format(family="socket.AF_INET, socket.SOCK_DGRAM"), "error", None,
+         _err("PermissionError")),
+    Case("ipv6_socket", CONNECT.format(family="socket.AF_INET6"), "error", None, _err("PermissionError")),
+    Case("netlink_socket", CONNECT.format(family="socket.AF_NETLINK, socket.SOCK_RAW"), "error", None,
+         _err("PermissionError")),
+    Case("http_via_urllib", "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:PORT/health', timeout=2)",
+         "error", None, lambda b, s: "Permission denied" in b["error"]["message"] or
+         "PermissionError" in b["error"]["traceback"]),
+    Case("proc_environ_of_parent", "import os\nresult = {'type': 'string', "
+         "'value': open(f'/proc/{os.getppid()}/environ', 'rb').read().decode(errors='replace')}", "error", None,
+         _all(_err("PermissionError"), _no_secrets)),
+    Case("proc_scan_every_process", "import os\nfound = []\nfor p in os.listdir('/proc'):\n    if p.isdigit():\n"
+         "        for f in ('environ', 'cmdline', 'mem'):\n            try:\n"
+         "                found.append(open(f'/proc/{p}/{f}', 'rb').read(1 << 16).decode(errors='replace'))\n"
+         "            except OSError:\n                pass\nresult = {'type': 'string', 'value': '\\n'.join(found)}",
+         "ok", None, _no_secrets),
+    Case("proc_mem_of_http_server", "import os\nhttp = int(open(f'/proc/{os.getppid()}/stat').read().split()[3])\n"
+         "open(f'/proc/{http}/mem', 'rb').read(10)", "error", None, _err("PermissionError")),
+    Case("read_token_file", "result = {'type': 'string', 'value': open(TOKEN_FILE).read()}", "error", None,
+         _all(_err("PermissionError"), _no_secrets)),
+    Case("env_has_no_secrets", "import os\nresult = {'type': 'string', 'value': repr(dict(os.environ))}", "ok",
+         None, _no_secrets),
+    Case("write_outside_scratch", "open('/etc/passwd', 'a').write('x')", "error", None, _err("PermissionError")),
+    Case("write_into_code_dir", "import pod_sandbox, os\nopen(os.path.join(os.path.dirname(pod_sandbox.__file__), "
+         "'evil.py'), 'w')", "error", None, _err("PermissionError")),
+    Case("kill_parent", "import os\nos.kill(os.getppid(), 9)", "error", None, _err("PermissionError")),
+    Case("kill_http_server", "import os, signal\nhttp = int(open(f'/proc/{os.getppid()}/stat').read().split()[3])\n"
+         "os.kill(http, signal.SIGTERM)", "error", None, _err("PermissionError")),
+    Case("kill_every_process", "import os\nos.kill(-1, 9)", "error", None, _err("PermissionError")),
+    Case("killpg_server_group", "import os\nos.killpg(os.getpgid(os.getppid()), 9)", "error", None,
+         _err("PermissionError")),
+    Case("kill_spare_siblings", "import os, signal\nn = 0\nfor p in os.listdir('/proc'):\n    if p.isdigit() and "
+         "int(p) != os.getpid():\n        try:\n            if int(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1]"
+         ".split()[1]) == os.getppid():\n                os.kill(int(p), 9); n += 1\n        except OSError:\n"
+         "            pass\nresult = {'type': 'number', 'value': n}", "ok"),
+    Case("escape_process_group", "import os\nos.setsid()", "error", None, _err("PermissionError")),
+    Case("daemon_grandchild_keeps_pipes", "import os, time\nif os.fork() == 0:\n    if os.fork() == 0:\n"
+         "        time.sleep(300)\n    os._exit(0)\nresult = {'type': 'number', 'value': 3}", "ok", None, _value(3)),
+    Case("os_exit_zero", "import os\nos._exit(0)", "error", None, _err("ExitedWithoutResult")),
+    Case("os_exit_nonzero", "import os\nos._exit(3)", "error", None, _err("ExitedWithoutResult")),
+    Case("sys_exit", "import sys\nsys.exit(0)", "error", None, _err("SystemExit")),
+    Case("sigkill_self", "import os\nos.kill(os.getpid(), 9)", "killed"),
+    Case("ctypes_segfault", "import ctypes\nctypes.string_at(0)", "killed", None,
+         lambda b, s: "SIGSEGV" in b["error"]["message"]),
+    Case("deep_recursion", "def f(n):\n    return f(n + 1)\nf(0)", "error", None, _err("RecursionError")),
+    Case("c_stack_overflow", "import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(10**6):\n"
+         "    x = [x]\nrepr(x)", "killed"),
+    Case("thread_bomb", "import threading, time\nts = []\nwhile True:\n"
+         "    t = threading.Thread(target=time.sleep, args=(60,)); t.start(); ts.append(t)", "error"),
+    Case("file_size_bomb", "with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'x' * (1 << 20))",
+         "error", None, lambda b, s: "File too large" in b["error"]["message"]),
+    Case("fd_exhaustion", "fs = [open('f%d' % i, 'w') for i in range(100000)]", "error", None,
+         lambda b, s: "Too many open files" in b["error"]["message"]),
+    Case("forge_result_channel", "import os\nfor fd in os.listdir('/proc/self/fd'):\n    try:\n"
+         "        if int(fd) > 2 and os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:'):\n"
+         "            os.write(int(fd), b'{garbage')\n    except OSError:\n        pass\nos._exit(0)", "error", None,
+         _err("ResultError")),
+    Case("ptrace_parent", "import ctypes, os\nlibc = ctypes.CDLL(None)\n"
+         "result = {'type': 'number', 'value': libc.ptrace(16, os.getppid(), 0, 0)}", "ok", None, _value(-1)),
+    Case("stdin_read", "input()", "error", None, _err("EOFError")),
+    Case("syntax_error", "def (:", "error", None, _err("SyntaxError")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_code(hostile_server: ExecutorProcess, case: Case) -> None:
+    code = case.code.replace("PORT", str(hostile_server.port)).replace(
+        "TOKEN_FILE", repr(hostile_server.token_file))
+    with HealthPoller(hostile_server) as poller:
+        body = hostile_server.run(code, **(case.fields or {}))
+        assert body["status"] == case.status, body
+        if case.check:
+            case.check(body, hostile_server)
+        extra = hostile_server.wait_no_leftovers()
+    assert not extra, [(p.pid, p.cmdline()) for p in extra]
+    assert not poller.failures, poller.failures
+    assert poller.polls > 0 and poller.worst_s < 2.0, poller.worst_s
+    assert hostile_server.proc.poll() is None
+
+
+BAD_REQUESTS = [
+    ("invalid_json", "POST", "/v1/execute", b'{"code": ', {"Content-Type": "application/json"}, 400),
+    ("wrong_content_type", "POST", "/v1/execute", b'{"code": "1"}', {"Content-Type": "text/x-python"}, 415),
+    ("oversized_body", "POST", "/v1/execute", b'{"code": "' + b"x" * (600 * 1024) + b'"}',
+     {"Content-Type": "application/json"}, 413),
+    ("oversized_code", "POST", "/v1/execute", json.dumps({"code": "#" * (300 * 1024)}).encode(),
+     {"Content-Type": "application/json"}, 413),
+    ("deeply_nested_json", "POST", "/v1/execute", b"[" * 100000 + b"]" * 100000, {"Content-Type": "application/json"}, 400),
+    ("lying_content_length", "POST", "/v1/execute", b'{"code": "x=1"}', {"Content-Type": "application/json",
+                                                                         "Content-Length": "999999999"}, 413),
+    ("traversal_encoded_slash", "PUT", "/v1/files/..%2F..%2Fetc%2Fpasswd", b"x", {}, 404),
+    ("traversal_dotdot", "PUT", "/v1/files/..", b"x", {}, 400),
+    ("traversal_dotdot_encoded", "PUT", "/v1/files/%2e%2e", b"x", {}, 400),
+    ("hidden_file", "PUT", "/v1/files/.bashrc", b"x", {}, 400),
+    ("backslash_name", "PUT", "/v1/files/..%5Cx", b"x", {}, 400),
+    ("nul_in_name", "PUT", "/v1/files/a%00b", b"x", {}, 400),
+    ("too_long_name", "PUT", "/v1/files/" + "a" * 200, b"x", {}, 400),
+    ("oversized_upload", "PUT", "/v1/files/big.csv", b"x" * (4 * MIB + 100_000), {}, 413),
+    ("get_traversal", "GET", "/v1/files/..%2Fsecrets%2Ftoken", None, {}, 404),
+    ("delete_hidden", "DELETE", "/v1/files/.upload-x", None, {}, 400),
+    ("unknown_route", "GET", "/v1/nothing", None, {}, 404),
+    ("wrong_method", "DELETE", "/v1/execute", None, {}, 405),
+]
+
+
+@pytest.mark.parametrize("method,path,body,headers,status", [b[1:] for b in BAD_REQUESTS],
+                         ids=[b[0] for b in BAD_REQUESTS])
+def test_hostile_requests(hostile_server: ExecutorProcess, method, path, body, headers, status) -> None:
+    with HealthPoller(hostile_server) as poller:
+        try:
+            r = hostile_server.request(method, path, body, headers)
+        finally:
+            hostile_server.conn().close()
+            hostile_server._local.conn = None
+        assert r.status == status, (r.status, r.body[:300])
+        if path != "/v1/execute" or r.headers.get("content-type") == "application/json":
+            assert "error" in json.loads(r.body)
+        else:  # above the transport cap waitress itself refuses the body (plain text)
+            assert int(headers.get("Content-Length", "0")) > 4 * MIB
+    assert not poller.failures
+    files = [f["name"] for f in hostile_server.request("GET", "/v1/files").json()["files"]]
+    assert not any(n.startswith(".") or "/" in n for n in files)
+    assert hostile_server.wait_no_leftovers() == []
+
+
+def test_concurrent_flood(hostile_server: ExecutorProcess) -> None:
+    statuses: list[int] = []
+    bodies: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        r = hostile_server.execute(f"import time\ntime.sleep(0.3)\nresult = {{'type': 'number', 'value': {i}}}")
+        with lock:
+            statuses.append(r.status)
+            if r.status == 200:
+                bodies.append(r.json())
+            else:
+                assert r.headers.get("retry-after") == "1"
+
+    with HealthPoller(hostile_server) as poller:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        elapsed = time.monotonic() - t0
+    assert set(statuses) <= {200, 429} and len(statuses) == 60, statuses
+    assert statuses.count(200) >= 2
+    assert all(b["status"] == "ok" for b in bodies)
+    assert not poller.failures and poller.worst_s < 2.0
+    assert elapsed < 30
+    assert hostile_server.wait_no_leftovers() == []

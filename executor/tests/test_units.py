@@ -1,0 +1,158 @@
+"""Unit tests of the server's pieces: config, status decisions, auth, workspace, framing, seccomp."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import socket
+
+import pytest
+
+from pod_sandbox import wire
+from pod_sandbox.executor import framing, isolation
+from pod_sandbox.executor.auth import ClaimResult, TokenStore
+from pod_sandbox.executor.config import load_config
+from pod_sandbox.executor.files import Workspace
+from pod_sandbox.executor.runner import decide
+
+
+def test_config_flags_beat_env_beat_defaults():
+    cfg = load_config(["--slots", "3", "--timeout", "5"], {"SANDBOX_SLOTS": "7", "SANDBOX_MEMORY_MB": "256",
+                                                          "SANDBOX_CLAIMABLE": "1"})
+    assert cfg.limits.slots == 3 and cfg.limits.default_timeout_s == 5
+    assert cfg.limits.memory_limit_bytes == 256 << 20
+    assert cfg.claimable and cfg.threads == 7
+    with pytest.raises(SystemExit):
+        load_config(["--slots", "0"], {})
+    with pytest.raises(SystemExit):
+        load_config([], {"SANDBOX_PORT": "eighty"})
+
+
+HEADER = {"exit_code": 0, "signal": None, "timed_out": False, "result_too_large": False}
+
+
+def test_decide_statuses():
+    ok = json.dumps({"status": "ok", "result": {"type": "number", "value": 1}, "error": None}).encode()
+    assert decide(HEADER, ok, 5, 10)[0] == "ok"
+    assert decide({**HEADER, "timed_out": True}, ok, 5, 10)[0] == "timeout"
+    assert decide({**HEADER, "signal": signal.SIGXCPU, "exit_code": None}, b"", 5, 10)[0] == "timeout"
+    assert decide({**HEADER, "signal": signal.SIGSEGV, "exit_code": None}, b"", 5, 10)[0] == "killed"
+    assert decide({**HEADER, "result_too_large": True}, b"", 5, 10)[2]["type"] == "ResultTooLarge"
+    assert decide({**HEADER, "exit_code": 3}, b"", 5, 10)[2]["type"] == "ExitedWithoutResult"
+    assert decide(HEADER, b"garbage", 5, 10)[2]["type"] == "ResultError"
+    forged = json.dumps({"status": "ok", "result": {"type": "plot", "value": "/etc/passwd"}}).encode()
+    assert decide(HEADER, forged, 5, 10)[0] == "error"
+    mem = json.dumps({"status": "memory", "result": None,
+                      "error": {"type": "MemoryError", "message": "", "traceback": "tb"}}).encode()
+    assert decide(HEADER, mem, 5, 10)[0] == "memory"
+
+
+def test_token_store_claim_and_check():
+    store = TokenStore(None, claimable=True)
+    assert store.auth_enabled and not store.check("Bearer " + "a" * 40)
+    with pytest.raises(wire.WireError):
+        store.claim("short")
+    assert store.claim("a" * 40) is ClaimResult.CLAIMED
+    assert store.claim("b" * 40) is ClaimResult.CONFLICT
+    assert store.check("Bearer " + "a" * 40) and store.check("bearer " + "a" * 40)
+    assert not store.check("Basic " + "a" * 40)
+    open_store = TokenStore(None, claimable=False)
+    assert open_store.check(None) and open_store.claim("a" * 40) is ClaimResult.CONFLICT
+
+
+def test_token_file_is_made_unreadable(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("z" * 40 + "\n")
+    store = TokenStore.from_file(str(path), claimable=False)
+    assert store.check("Bearer " + "z" * 40)
+    assert os.stat(path).st_mode & 0o777 == 0
+    with pytest.raises(SystemExit):
+        TokenStore.from_file(str(tmp_path / "missing"), False)
+
+
+def test_workspace_caps_and_atomic_put(tmp_path):
+    ws = Workspace(str(tmp_path / "data"), max_upload_bytes=10)
+    ws.ensure()
+    assert ws.put("a.csv", io.BytesIO(b"12345"), 5).size == 5
+    with pytest.raises(wire.WireError) as exc:
+        ws.put("b.csv", io.BytesIO(b"x" * 11), None)
+    assert exc.value.http_status == 413
+    with pytest.raises(wire.WireError):
+        ws.put("c.csv", io.BytesIO(b"x" * 3), 5)
+    assert [f.name for f in ws.list()] == ["a.csv"]
+    assert os.listdir(ws.data_dir) == ["a.csv"]
+    with pytest.raises(wire.WireError):
+        ws.path("../x")
+
+
+def test_framing_roundtrip():
+    a, b = socket.socketpair()
+    framing.send_frame(a, b"hello")
+    framing.send_frame(a, b"")
+    assert framing.recv_frame(b) == b"hello" and framing.recv_frame(b) == b""
+    a.close()
+    assert framing.recv_frame(b) is None
+    r, w = os.pipe()
+    framing.write_frame_fd(w, b"x" * 1000)
+    assert framing.read_frame_fd(r) == b"x" * 1000
+    os.close(w)
+    assert framing.read_frame_fd(r) is None
+
+
+def _in_child(fn) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(fn())
+        except BaseException:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status)
+
+
+def test_seccomp_blocks_inet_sockets_and_signals_to_protected_pids():
+    me = os.getpid()
+
+    def body() -> int:
+        isolation.install_seccomp((me,))
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.socket(family, socket.SOCK_STREAM)
+                return 1
+            except PermissionError as exc:
+                assert exc.errno == errno.EACCES
+        a, b = socket.socketpair()  # AF_UNIX stays usable
+        a.close(), b.close()
+        for target in (me, -os.getpgid(me), -1):
+            try:
+                os.kill(target, 0)
+                return 2
+            except PermissionError:
+                pass
+        os.kill(os.getpid(), 0)
+        try:
+            os.setsid()
+            return 3
+        except PermissionError:
+            pass
+        return 0
+
+    assert _in_child(body) == 0
+
+
+def test_rlimits_and_dumpable():
+    def body() -> int:
+        isolation.apply_rlimits(isolation.ChildLimits(cpu_seconds=5, address_space_bytes=isolation.address_space_bytes() + (64 << 20),
+                                                      max_processes=50, max_file_bytes=1000, max_open_files=64))
+        try:
+            bytearray(256 << 20)
+            return 1
+        except MemoryError:
+            pass
+        isolation.make_undumpable()
+        return 0 if not isolation.is_dumpable() else 2
+
+    assert _in_child(body) == 0
