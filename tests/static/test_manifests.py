@@ -1,0 +1,205 @@
+"""Rendered manifests (playbooks/render.yml) are valid Kubernetes objects for every version from
+1.25 to the newest kubernetes-validate carries (strict: unknown fields fail), hold the security
+properties the local 1.20 cluster does not enforce (Pod Security admission, NetworkPolicy
+semantics), and pass checkov with no failed check."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+
+import pss
+from conftest import REPO, VENV_BIN, tool_env
+from manifests import Manifest, load_dir
+
+CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
+CHECKOV_CONFIG = Path(__file__).parent / "checkov.yaml"
+# Kinds served by CRDs (Prometheus operator): no schema in kubernetes-validate, checked by hand.
+CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+# Settings rendered on top of the default inventory: every optional feature switched on, so the
+# optional objects are validated and scanned too.
+RENDER_VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "all-features": {
+        "monitoring_enabled": True,
+        "monitoring_pod_monitor_enabled": True,
+        "node_placement_enabled": True,
+        "node_placement_nodes": ["sandbox-node-1"],
+        "rbac_allow_exec": True,
+        "warm_pool_enabled": True,
+    },
+}
+VERSIONS = sorted({v for v in kv_utils.all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 25)},
+                  key=lambda v: tuple(map(int, v.split("."))))
+
+
+def render(render_dir: Path, extra_vars: dict[str, Any]) -> None:
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "playbooks/render.yml",
+         "-e", json.dumps({"render_dir": str(render_dir), **extra_vars})],
+        cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, f"render.yml failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="session", params=sorted(RENDER_VARIANTS))
+def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
+    render_dir = tmp_path_factory.mktemp(f"render-{request.param}")
+    render(render_dir, RENDER_VARIANTS[request.param])
+    found = load_dir(render_dir)
+    assert found, f"render.yml wrote no manifests into {render_dir}"
+    return render_dir, found
+
+
+def of_kind(found: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in found if m.kind == kind]
+
+
+def test_versions_cover_125_to_newest() -> None:
+    assert VERSIONS[0].startswith("1.25.")
+    assert VERSIONS[-1] == kv_utils.latest_version()
+
+
+def test_expected_kinds_rendered(rendered: tuple[Path, list[Manifest]]) -> None:
+    kinds = {m.kind for m in rendered[1]}
+    expected = {"Namespace", "NetworkPolicy", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota",
+                "LimitRange", "ConfigMap", "Pod"}
+    assert expected <= kinds, f"missing kinds: {sorted(expected - kinds)}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_strict_schema_validation(rendered: tuple[Path, list[Manifest]], version: str) -> None:
+    errors: list[str] = []
+    for manifest in rendered[1]:
+        try:
+            kubernetes_validate.validate(manifest.obj, version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            if manifest.kind in CRD_KINDS:
+                warnings.warn(f"{manifest}: CRD kind, no schema in kubernetes-validate (checked separately)", stacklevel=1)
+            else:
+                errors.append(f"{manifest}: no schema for {manifest.obj.get('apiVersion')}/{manifest.kind} in {version}")
+        except kubernetes_validate.ValidationError as exc:
+            path = "/".join(str(p) for p in exc.path)
+            errors.append(f"{manifest}: {path}: {exc.message}")
+    assert not errors, f"Kubernetes {version}:\n" + "\n".join(errors)
+
+
+def test_crd_objects_are_well_formed(rendered: tuple[Path, list[Manifest]]) -> None:
+    for monitor in [m for m in rendered[1] if m.kind in CRD_KINDS]:
+        assert monitor.obj["apiVersion"] == "monitoring.coreos.com/v1", monitor
+        spec = monitor.obj["spec"]
+        assert spec["selector"]["matchLabels"], monitor
+        endpoints = spec.get("endpoints") or spec.get("podMetricsEndpoints")
+        assert endpoints and all(e.get("port") == "api" for e in endpoints), monitor
+
+
+def test_every_namespaced_object_names_its_namespace(rendered: tuple[Path, list[Manifest]]) -> None:
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "Node"}
+    for manifest in rendered[1]:
+        if manifest.kind in cluster_scoped or "#configmap/" in manifest.source:
+            continue
+        assert (manifest.obj.get("metadata") or {}).get("namespace"), f"{manifest} has no metadata.namespace"
+
+
+def test_namespace_enforces_restricted(rendered: tuple[Path, list[Manifest]]) -> None:
+    namespaces = of_kind(rendered[1], "Namespace")
+    assert namespaces
+    for ns in namespaces:
+        labels = ns.obj["metadata"].get("labels") or {}
+        for mode in ("enforce", "audit", "warn"):
+            assert labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", (ns, labels)
+
+
+def test_pods_meet_restricted_pod_security(rendered: tuple[Path, list[Manifest]]) -> None:
+    """What Pod Security admission (absent in 1.20) would enforce, plus the guide's hardening."""
+    pods = [(m, pss.pod_spec_of(m.obj)) for m in rendered[1]]
+    pods = [(m, spec) for m, spec in pods if spec is not None]
+    assert pods, "no Pod or pod-owning workload rendered"
+    for manifest, spec in pods:
+        assert pss.violations(spec) == [], f"{manifest}: {pss.violations(spec)}"
+        assert spec.get("automountServiceAccountToken") is False, f"{manifest}: service account token mounted"
+        for container in spec["containers"]:
+            sc = container.get("securityContext") or {}
+            assert sc.get("readOnlyRootFilesystem") is True, f"{manifest}: root filesystem writable"
+            limits = (container.get("resources") or {}).get("limits") or {}
+            assert {"cpu", "memory"} <= set(limits), f"{manifest}: container without cpu/memory limits"
+            image = container["image"]
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            assert tag and tag != "latest", f"{manifest}: image {image} must carry a fixed tag"
+            for env in container.get("env") or []:
+                assert "TOKEN" not in env["name"].upper() or "value" not in env, f"{manifest}: token in the pod spec"
+        if manifest.kind == "Pod":
+            assert spec.get("activeDeadlineSeconds"), f"{manifest}: no activeDeadlineSeconds"
+
+
+def test_default_deny_and_narrow_ingress(rendered: tuple[Path, list[Manifest]]) -> None:
+    """What a policy-capable CNI would enforce: all ingress and egress denied in the namespace,
+    ingress to the sandbox pods only on port api, only from the listed sources."""
+    policies = of_kind(rendered[1], "NetworkPolicy")
+    deny = [p for p in policies if p.obj["spec"].get("podSelector") in ({}, None)
+            and set(p.obj["spec"].get("policyTypes") or []) == {"Ingress", "Egress"}
+            and not p.obj["spec"].get("ingress") and not p.obj["spec"].get("egress")]
+    assert deny, f"no default-deny policy (empty podSelector, Ingress+Egress, no rules) in {[str(p) for p in policies]}"
+    for policy in policies:
+        spec = policy.obj["spec"]
+        assert not spec.get("egress"), f"{policy}: opens egress"
+        for rule in spec.get("ingress") or []:
+            assert rule.get("from"), f"{policy}: ingress rule open to every source"
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer, f"{policy}: ipBlock source"
+                assert peer.get("podSelector") or peer.get("namespaceSelector"), f"{policy}: empty peer"
+            ports = rule.get("ports") or []
+            assert ports and all(p.get("port") in ("api", 8080) for p in ports), f"{policy}: ports {ports}"
+
+
+def test_rbac_is_least_privilege(rendered: tuple[Path, list[Manifest]]) -> None:
+    roles = of_kind(rendered[1], "Role")
+    assert roles
+    assert not of_kind(rendered[1], "ClusterRole"), "the sandbox needs no ClusterRole"
+    for role in roles:
+        for rule in role.obj.get("rules") or []:
+            assert "*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []), f"{role}: wildcard"
+            assert "secrets" not in rule.get("resources", []), f"{role}: grants secrets"
+            assert not {"escalate", "bind", "impersonate"} & set(rule.get("verbs", [])), f"{role}: {rule}"
+
+
+def test_pods_exec_only_behind_its_flag(tmp_path: Path) -> None:
+    render(tmp_path, {})
+    for role in of_kind(load_dir(tmp_path), "Role"):
+        for rule in role.obj.get("rules") or []:
+            assert "pods/exec" not in rule.get("resources", []), f"{role}: pods/exec granted by default"
+
+
+def scan_dir(rendered: tuple[Path, list[Manifest]], dest: Path) -> Path:
+    """Copy the render and write each embedded manifest (the pod template) as its own file, so
+    checkov scans the pod that actually runs, not only the ConfigMap that carries it."""
+    render_dir, found = rendered
+    shutil.copytree(render_dir, dest)
+    for index, manifest in enumerate(m for m in found if "#configmap/" in m.source):
+        (dest / f"embedded-{index}-{manifest.kind.lower()}.yaml").write_text(yaml.safe_dump(manifest.obj))
+    return dest
+
+
+def test_checkov_finds_no_failed_check(rendered: tuple[Path, list[Manifest]], tmp_path: Path) -> None:
+    assert CHECKOV.exists(), f"{CHECKOV} missing: scripts/test-static.sh makes .venv-checkov"
+    target = scan_dir(rendered, tmp_path / "scan")
+    proc = subprocess.run(
+        [str(CHECKOV), "-d", str(target), "--framework", "kubernetes", "--config-file", str(CHECKOV_CONFIG),
+         "-o", "json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    report = json.loads(proc.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [c for r in reports for c in (r.get("results") or {}).get("failed_checks", [])]
+    passed = sum((r.get("summary") or {}).get("passed", 0) for r in reports)
+    assert passed > 0, f"checkov checked nothing: {proc.stdout[:2000]} {proc.stderr[-2000:]}"
+    assert not failed, "checkov failed checks:\n" + "\n".join(
+        f"{c['check_id']} {c['check_name']} in {c['resource']} ({c['file_path']})" for c in failed)

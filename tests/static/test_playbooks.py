@@ -1,0 +1,27 @@
+"""Every playbook passes `ansible-playbook --syntax-check`."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, VENV_BIN, tool_env
+
+PLAYBOOKS = sorted([*(REPO / "playbooks").glob("*.yml"), REPO / "site.yml"])
+EXPECTED = {"site.yml", "verify.yml", "teardown.yml", "render.yml"}
+
+
+def test_the_documented_playbooks_exist() -> None:
+    names = {p.name for p in (REPO / "playbooks").glob("*.yml")}
+    assert EXPECTED <= names, f"missing playbooks: {sorted(EXPECTED - names)}"
+    assert (REPO / "site.yml").is_file()
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS, ids=[str(p.relative_to(REPO)) for p in PLAYBOOKS])
+def test_syntax_check(playbook: Path) -> None:
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "--syntax-check", str(playbook)],
+        cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
