@@ -23,8 +23,9 @@ description:
     (a random one unless I(token) is given), and C(POST /v1/execute) with I(code).
   - Fails with a message naming the call and the HTTP status when a call does not answer 2xx, or
     when the port-forward cannot be opened.
-  - It never changes anything the next run would see, so it reports C(changed=false). In check
-    mode it does nothing and returns C(skipped=true).
+  - It reports C(changed=false) - the claim only sets the bearer token, in memory, of the pod
+    being probed (normally a throwaway test pod). In check mode it does nothing and returns
+    C(skipped=true).
 options:
   name:
     description: Name of the sandbox pod.
@@ -39,7 +40,7 @@ options:
     type: int
     default: 8080
   health:
-    description: Call C(GET /health) first and require C({"status": "ok"}).
+    description: 'Call C(GET /health) first and require the answer C({"status": "ok"}).'
     type: bool
     default: true
   claim:
