@@ -29,12 +29,12 @@ CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
 RENDER_VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "all-features": {
-        "monitoring_enabled": True,
+        "pod_sandbox_monitoring_enabled": True,
         "monitoring_pod_monitor_enabled": True,
-        "node_placement_enabled": True,
-        "node_placement_nodes": ["sandbox-node-1"],
+        "pod_sandbox_node_placement_enabled": True,
+        "pod_sandbox_nodes": ["sandbox-node-1"],
         "rbac_allow_exec": True,
-        "warm_pool_enabled": True,
+        "pod_template_image_pull_secrets": [{"name": "registry-credentials"}],
     },
 }
 VERSIONS = sorted({v for v in kv_utils.all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 25)},
