@@ -242,3 +242,18 @@ def test_reaper_plan():
     doomed = {d.name: d.reason for d in plan(pods, now, ttl_s=3600)}
     assert set(doomed) == {"old-session", "done", "failed", "claimed-long-ago"}
     assert "ttl" in doomed["old-session"] and "Succeeded" in doomed["done"]
+
+
+def test_claim_sets_the_session_deadline_on_warm_pods():
+    now = datetime(2026, 1, 1, 0, 10, tzinfo=timezone.utc)
+    warm = pod("w1", labels=WARM, status__startTime="2026-01-01T00:00:00Z")
+    warm["metadata"]["annotations"] = {"pandasai.io/active-deadline-seconds": "3600"}
+    kube = FakeKube()
+    kube.add_pod(warm)
+    claimed = WarmPool(kube, now=lambda: now).claim("s1", OWNER)
+    assert claimed["spec"]["activeDeadlineSeconds"] == 600 + 3600
+    assert claimed["metadata"]["annotations"]["pandasai.io/owner-host"] == "laptop.example"
+    # a pod that already has a deadline keeps it (Kubernetes refuses to raise one)
+    fixed = pod("w2", labels=WARM, spec__activeDeadlineSeconds=100)
+    fixed["metadata"]["annotations"] = {"pandasai.io/active-deadline-seconds": "3600"}
+    assert not any(op["path"] == "/spec/activeDeadlineSeconds" for op in claim_patch(fixed, "s", OWNER, now))

@@ -35,6 +35,9 @@ from .template import (
 )
 
 WARM_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{POOL_LABEL}={POOL_WARM}"
+#: Session lifetime of warm pods: ReplicaSet templates cannot carry activeDeadlineSeconds, so the
+#: warm_pool role writes the template's value here and the claim sets it on the pod.
+DEADLINE_ANNOTATION = "pandasai.io/active-deadline-seconds"
 
 
 def parse_time(stamp: str | None) -> datetime | None:
@@ -72,7 +75,31 @@ def claimable(pod: Mapping[str, Any], now: datetime, min_lifetime_s: float) -> b
     )
 
 
-def claim_patch(pod: Mapping[str, Any], session_id: str, owner: Owner) -> list[dict[str, Any]]:
+def deadline_operation(pod: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    """Add ``activeDeadlineSeconds`` so the claimed pod lives the template's lifetime from now.
+
+    The deadline counts from the pod's start, so the pod's age is added. Kubernetes lets a pod's
+    deadline be set when unset (or lowered), never raised: pods that already have one keep it.
+    """
+    if (pod.get("spec") or {}).get("activeDeadlineSeconds"):
+        return None
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(DEADLINE_ANNOTATION)
+    try:
+        lifetime = int(str(raw))
+    except ValueError:
+        return None
+    if lifetime <= 0:
+        return None
+    started = parse_time((pod.get("status") or {}).get("startTime")) or parse_time(
+        (pod.get("metadata") or {}).get("creationTimestamp")
+    )
+    age = max(0, int((now - started).total_seconds())) if started else 0
+    return {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": age + lifetime}
+
+
+def claim_patch(
+    pod: Mapping[str, Any], session_id: str, owner: Owner, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """The guarded JSON patch that turns a warm pod into this session's pod."""
     labels = "/metadata/labels/"
     ops: list[dict[str, Any]] = [
@@ -93,6 +120,9 @@ def claim_patch(pod: Mapping[str, Any], session_id: str, owner: Owner) -> list[d
         ]
     else:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": notes})
+    deadline = deadline_operation(pod, now or datetime.now(timezone.utc))
+    if deadline is not None:
+        ops.append(deadline)
     return ops
 
 
@@ -131,7 +161,7 @@ class WarmPool:
         for pod in self.candidates():
             name = pod["metadata"]["name"]
             try:
-                claimed = self.kube.patch_pod_json(name, claim_patch(pod, session_id, owner))
+                claimed = self.kube.patch_pod_json(name, claim_patch(pod, session_id, owner, self._now()))
             except KubernetesAPIError as exc:
                 # 422: the test failed (someone else claimed it); 404: it is gone; 409: conflict.
                 if exc.status in (404, 409, 422):

@@ -47,7 +47,7 @@ def spare_main(
     result_fd: int,
     out_fd: int,
     err_fd: int,
-    protected_pids: tuple[int, ...],
+    seccomp_program: bytes,
     datasets_cache: Mapping[str, Any],
     data_dir: str,
 ) -> None:
@@ -70,7 +70,7 @@ def spare_main(
                                       encoding="utf-8", errors="backslashreplace", line_buffering=True)
         sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False),  # noqa: SIM115
                                       encoding="utf-8", errors="backslashreplace", line_buffering=True)
-        isolation.install_seccomp(protected_pids)
+        isolation.load_seccomp(seccomp_program)
     except BaseException:  # noqa: BLE001 - report on fd 2 and die; the fork-server sees the code
         try:
             os.write(2, traceback.format_exc().encode()[-4000:])

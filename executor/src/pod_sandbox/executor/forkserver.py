@@ -125,6 +125,7 @@ class ForkServer:
         self.generation = 0
         self.stopping = False
         self.baseline_vm = 0
+        self.seccomp_program = b""
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class ForkServer:
         isolation.die_with_parent()
         os.makedirs(self.config.scratch_root, mode=0o700, exist_ok=True)
         preload()
+        self.seccomp_program = isolation.compile_seccomp(self.protected_pids)
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
@@ -164,7 +166,7 @@ class ForkServer:
         pid = os.fork()
         if pid == 0:  # the child
             try:
-                child.spare_main(job_r, result_w, out_w, err_w, self.protected_pids,
+                child.spare_main(job_r, result_w, out_w, err_w, self.seccomp_program,
                                  self.cache_view, self.config.data_dir)
             finally:
                 os._exit(child.EXIT_CRASHED)
