@@ -96,3 +96,93 @@ def _run_executor(tmp_path: Path) -> Iterator[str]:
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+# -- the real cluster ---------------------------------------------------------------------------------
+
+def cluster_kubeconfig() -> str:
+    """The local cluster's kubeconfig (POD_SANDBOX_KUBECONFIG overrides)."""
+    return os.environ.get("POD_SANDBOX_KUBECONFIG", str(CACHE / "kubeconfig"))
+
+
+def cluster_namespace() -> str:
+    """The deployed sandbox namespace (POD_SANDBOX_NAMESPACE overrides)."""
+    return os.environ.get("POD_SANDBOX_NAMESPACE", "pandasai-sandbox")
+
+
+@pytest.fixture(scope="session")
+def admin_kube():
+    """A KubeApi with the kubeconfig's (admin) identity; skips when no cluster is reachable."""
+    from pod_sandbox.client.errors import KubernetesAPIError, SandboxError  # noqa: PLC0415
+    from pod_sandbox.client.kube import KubeApi  # noqa: PLC0415
+
+    path = cluster_kubeconfig()
+    if not os.path.isfile(path):
+        pytest.skip(f"no cluster: kubeconfig {path} does not exist (start the local cluster: make deploy)")
+    try:
+        kube = KubeApi.from_kubeconfig(cluster_namespace(), path)
+        kube.get_configmap("pandasai-sandbox-pod-template")
+    except KubernetesAPIError as exc:
+        pytest.skip(f"sandbox not deployed in namespace {cluster_namespace()}: {exc}")
+    except SandboxError as exc:
+        pytest.skip(f"no cluster reachable with {path}: {exc}")
+    yield kube
+    kube.close()
+
+
+@pytest.fixture(scope="session")
+def client_config(admin_kube):
+    """Configuration of the client's own identity (ServiceAccount pandasai-sandbox-sa, Role
+    pod-manager), so the tests prove the RBAC grants are enough; the admin identity when the
+    ServiceAccount has no token Secret (Kubernetes >= 1.24 does not create one)."""
+    import base64  # noqa: PLC0415
+
+    from kubernetes import client  # noqa: PLC0415
+
+    core = client.CoreV1Api(client.ApiClient(admin_kube.configuration))
+    secrets = core.list_namespaced_secret(admin_kube.namespace, field_selector="type=kubernetes.io/service-account-token")
+    for secret in secrets.items:
+        annotations = secret.metadata.annotations or {}
+        if annotations.get("kubernetes.io/service-account.name") == "pandasai-sandbox-sa":
+            cfg = client.Configuration()
+            cfg.host = admin_kube.configuration.host
+            cfg.ssl_ca_cert = admin_kube.configuration.ssl_ca_cert
+            cfg.verify_ssl = admin_kube.configuration.verify_ssl
+            cfg.api_key = {"BearerToken": base64.b64decode(secret.data["token"]).decode()}
+            cfg.api_key_prefix = {"BearerToken": "Bearer"}
+            return cfg
+    return admin_kube.configuration
+
+
+@pytest.fixture(scope="session")
+def session_ids():
+    """Every session id the cluster tests started; checked for leaks at the end."""
+    return set()
+
+
+@pytest.fixture
+def make_sandbox(admin_kube, client_config, session_ids):
+    """Build KubernetesSandbox objects on the cluster with the client identity; stops them after."""
+    from pod_sandbox.client import KubernetesSandbox  # noqa: PLC0415
+    from pod_sandbox.client.kube import KubeApi  # noqa: PLC0415
+
+    made = []
+
+    def factory(**kw):
+        kw.setdefault("warm_pool", False)
+        kw.setdefault("connection", "port-forward")
+        box = KubernetesSandbox(admin_kube.namespace, kube=KubeApi(client_config, admin_kube.namespace), **kw)
+        made.append(box)
+        original_start = box.start
+
+        def start():
+            original_start()
+            if box.session_id:
+                session_ids.add(box.session_id)
+
+        box.start = start
+        return box
+
+    yield factory
+    for box in made:
+        box.stop()
