@@ -1,4 +1,26 @@
-"""PandasAI's pod sandbox client: ``KubernetesSandbox`` and the errors it raises."""
+"""PandasAI's pod sandbox client: ``KubernetesSandbox`` and the errors it raises.
+
+Usage (``pip install "pandasai-pod-sandbox[client,pandasai]"``)::
+
+    import pandasai as pai
+    from pandasai import Agent
+    from pod_sandbox.client import KubernetesSandbox
+
+    with KubernetesSandbox(namespace="pandasai-sandbox") as sandbox:
+        agent = Agent(pai.read_csv("sales.csv"), sandbox=sandbox)
+        agent.chat("Which region sold most?")
+
+Each session gets its own pod: a warm one claimed from the pool when the namespace has one
+(``roles/warm_pool``), else a new pod from ConfigMap ``pandasai-sandbox-pod-template``
+(``pod_template=`` a file path or dict for GitOps setups). The pod is reached through a
+port-forward made with the Python kubernetes client (``connection="pod-ip"`` or the default
+``"auto"`` inside a cluster uses the pod IP; ``connection="url"`` targets an executor you run
+yourself). A fresh token is handed over with ``POST /v1/claim``; ``stop()`` deletes the pod.
+SQL that the generated code passes to ``execute_sql_query`` runs on the host (PandasAI's own
+function) and its result travels to the pod as Parquet; results come back typed; errors are
+raised with the in-pod traceback (PandasAI retries on them). Leaked pods: ``activeDeadlineSeconds``
+from the template, and ``pod-sandbox-reaper`` / ``playbooks/reap.yml``.
+"""
 
 from .errors import (
     KubernetesAPIError,
