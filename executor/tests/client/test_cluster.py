@@ -345,6 +345,23 @@ def test_check_cli_against_the_cluster(admin_kube):
     assert _gone(admin_kube, report["pod"])
 
 
+def test_a_forgotten_session_is_deleted_at_interpreter_exit(admin_kube, session_ids):
+    from conftest import cluster_kubeconfig  # noqa: PLC0415
+
+    script = (
+        "from pod_sandbox.client import KubernetesSandbox\n"
+        f"box = KubernetesSandbox({admin_kube.namespace!r}, kubeconfig={cluster_kubeconfig()!r}, warm_pool=False)\n"
+        "box.start()\n"
+        "print(box.pod_name, box.session_id, flush=True)\n"
+        "# no stop(): the atexit finalizer must delete the pod\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    name, session_id = proc.stdout.split()
+    session_ids.add(session_id)
+    assert _gone(admin_kube, name, timeout=10)
+
+
 def test_zz_no_sandbox_pod_of_these_tests_is_left(admin_kube, session_ids):
     """Leak check (runs last in this module): no pod carries a session label of these tests."""
     time.sleep(1)
