@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import quote
@@ -67,6 +68,8 @@ class KubeApi:
         self.configuration = configuration
         self._api_client = client.ApiClient(configuration)
         self._core = client.CoreV1Api(self._api_client)
+        # kubernetes.stream swaps ApiClient.call_api while it opens a websocket: one at a time.
+        self._stream_lock = threading.Lock()
 
     @classmethod
     def from_kubeconfig(
@@ -252,12 +255,13 @@ class KubeApi:
         from kubernetes.stream import portforward  # noqa: PLC0415 - optional dependency
 
         try:
-            return portforward(
-                self._core.connect_get_namespaced_pod_portforward,
-                name,
-                self.namespace,
-                ports=str(port),
-            )
+            with self._stream_lock:
+                return portforward(
+                    self._core.connect_get_namespaced_pod_portforward,
+                    name,
+                    self.namespace,
+                    ports=str(port),
+                )
         except Exception as exc:  # noqa: BLE001 - ApiException or websocket errors
             raise SandboxConnectionError(
                 f"port-forward to pod {self.namespace}/{name}:{port} failed: {exc}"

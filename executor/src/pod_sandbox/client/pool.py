@@ -10,6 +10,7 @@ matches the ReplicaSet's selector: the ReplicaSet releases it and starts a repla
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
@@ -33,6 +34,8 @@ from .template import (
     label_value,
     now_rfc3339,
 )
+
+log = logging.getLogger("pod_sandbox.client")
 
 WARM_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{POOL_LABEL}={POOL_WARM}"
 #: Session lifetime of warm pods: ReplicaSet templates cannot carry activeDeadlineSeconds, so the
@@ -167,6 +170,9 @@ class WarmPool:
                 if exc.status in (404, 409, 422):
                     self.conflicts += 1
                     continue
+                if exc.status == 403:
+                    log.warning("cannot claim warm pods (RBAC: pods patch): %s", exc)
+                    return None
                 raise
             labels = claimed.get("metadata", {}).get("labels", {})
             if labels.get(SESSION_LABEL) == session_id and labels.get(POOL_LABEL) == POOL_CLAIMED:

@@ -238,7 +238,10 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         except BaseException as exc:
             if http is not None:
                 http.close()
-            launcher.delete(name, uid)
+            try:
+                launcher.delete(name, uid)
+            except Exception as cleanup:  # noqa: BLE001 - keep the original error
+                log.warning("could not delete sandbox pod %s after a failed start: %s", name, cleanup)
             if isinstance(exc, SandboxError) and not isinstance(exc, SandboxStartError):
                 raise SandboxStartError(f"sandbox pod {name} could not be connected: {exc}") from exc
             raise
