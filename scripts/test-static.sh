@@ -29,13 +29,20 @@ if [ ! -x .venv-checkov/bin/checkov ] || [ "$(cat "$checkov_stamp" 2>/dev/null)"
   echo "$checkov_want" > "$checkov_stamp"
 fi
 
-step "yamllint"
-yamllint --strict .
+# Every step runs even when an earlier one fails, so one run shows everything to fix.
+failed=()
+run_step() {
+  local label=$1; shift
+  step "$label"
+  if ! "$@"; then failed+=("$label"); fi
+}
+run_step "yamllint" yamllint --strict .
+run_step "ansible-lint (production profile, offline)" ansible-lint --offline --profile production
+run_step "pytest tests/static" pytest -q -p no:cacheprovider tests/static "$@"
 
-step "ansible-lint (production profile, offline)"
-ansible-lint --offline --profile production
-
-step "pytest tests/static"
-pytest -q -p no:cacheprovider tests/static "$@"
-
-printf '\n== static: all green in %ss\n' "$(( $(date +%s) - start ))"
+elapsed=$(( $(date +%s) - start ))
+if [ ${#failed[@]} -gt 0 ]; then
+  printf '\n== static: FAILED after %ss: %s\n' "$elapsed" "$(IFS=,; echo "${failed[*]}")"
+  exit 1
+fi
+printf '\n== static: all green in %ss\n' "$elapsed"
