@@ -172,6 +172,13 @@ class ExecutorProcess:
             extra = self.leftovers()
         return extra
 
+    def scratch_dirs(self) -> list[str]:
+        """Per-execution scratch directories present now (spares own one each)."""
+        try:
+            return os.listdir(os.path.join(self.root, "tmp", "scratch"))
+        except FileNotFoundError:
+            return []
+
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Poll /ready until 200."""
         deadline = time.monotonic() + timeout_s

@@ -160,6 +160,10 @@ def test_hostile_code(hostile_server: ExecutorProcess, case: Case) -> None:
             case.check(body, hostile_server)
         extra = hostile_server.wait_no_leftovers()
     assert not extra, [(p.pid, p.cmdline()) for p in extra]
+    deadline = time.monotonic() + 5
+    while len(hostile_server.scratch_dirs()) > hostile_server.idle_process_count() - 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(hostile_server.scratch_dirs()) <= hostile_server.idle_process_count() - 2, hostile_server.scratch_dirs()
     assert not poller.failures, poller.failures
     assert poller.polls > 0 and poller.worst_s < 2.0, poller.worst_s
     assert hostile_server.proc.poll() is None

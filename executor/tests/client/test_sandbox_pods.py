@@ -75,6 +75,7 @@ def test_start_after_stop_gets_a_new_pod(kube, fake_executor):
 def test_warm_pod_is_claimed_instead_of_creating_one(kube, fake_executor):
     warm = pod("python-sandbox-warm1", labels={"app": "python-sandbox", MANAGED_BY_LABEL: "pandasai-pod-sandbox",
                                                POOL_LABEL: "warm"})
+    warm["spec"] = template(fake_executor.server.server_address[1])["spec"]
     kube.add_pod(warm)
     with sandbox_for(kube, fake_executor) as box:
         assert box.pod_name == "python-sandbox-warm1"

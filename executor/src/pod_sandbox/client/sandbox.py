@@ -212,16 +212,16 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         owner = Owner.current()
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        template = load_template(self.pod_template, kube)
-        timings["template_s"] = time.perf_counter() - t0
         launcher = PodLauncher(kube)
         pod: dict[str, Any] | None = None
         warm = False
         if self.warm_pool:
             pod = WarmPool(kube, min_lifetime_s=self.warm_min_lifetime_s).claim(session_id, owner)
             warm = pod is not None
-        timings["claim_s"] = time.perf_counter() - t0
+            timings["claim_s"] = time.perf_counter() - t0
         if pod is None:
+            template = load_template(self.pod_template, kube)
+            timings["template_s"] = time.perf_counter() - t0
             pod = launcher.create(session_pod(template, self.namespace, session_id, owner))
         name = pod["metadata"]["name"]
         uid = pod["metadata"].get("uid")
@@ -230,7 +230,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             if not warm:
                 pod = launcher.wait_ready(pod, self.startup_timeout_s)
             timings["ready_s"] = time.perf_counter() - t0
-            connector = self._connector(kube, pod, api_port(template))
+            connector = self._connector(kube, pod, api_port(pod))
             http = ExecutorHTTP(connector, timeout_s=self.request_timeout_s)
             client = ExecutorClient(http)
             client.claim(token)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import signal
 import sys
 import traceback
@@ -50,8 +51,13 @@ def spare_main(
     seccomp_program: bytes,
     datasets_cache: Mapping[str, Any],
     data_dir: str,
+    scratch: str,
 ) -> None:
-    """Entry point right after fork(); never returns."""
+    """Entry point right after fork(); never returns.
+
+    Everything that does not depend on the job (session, fds, seccomp, scratch directory,
+    environment) happens here, before the job arrives, off the request's critical path.
+    """
     try:
         os.setsid()
         isolation.die_with_parent()
@@ -71,6 +77,9 @@ def spare_main(
         sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False),  # noqa: SIM115
                                       encoding="utf-8", errors="backslashreplace", line_buffering=True)
         isolation.load_seccomp(seccomp_program)
+        _make_scratch(scratch)
+        os.environ.clear()
+        os.environ.update(isolation.scrubbed_environment(scratch))
     except BaseException:  # noqa: BLE001 - report on fd 2 and die; the fork-server sees the code
         try:
             os.write(2, traceback.format_exc().encode()[-4000:])
@@ -82,7 +91,7 @@ def spare_main(
             os._exit(0)
         os.close(job_fd)
         job = json.loads(frame)
-        payload = run_job(job, datasets_cache, data_dir)
+        payload = run_job(job, datasets_cache, data_dir, scratch)
     except BaseException:  # noqa: BLE001 - the job itself is wrapped; this is our own bug
         os.write(2, traceback.format_exc().encode()[-4000:])
         os._exit(EXIT_CRASHED)
@@ -91,8 +100,16 @@ def spare_main(
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001,S110 - user code may have closed them
         pass
+    # Close the output pipes before the result: the fork-server answers as soon as all three
+    # reach EOF, instead of waiting for this process to tear its memory down and be reaped.
+    for fd in (1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     try:
         framing.write_all_fd(result_fd, payload)  # EOF ends the message
+        os.close(result_fd)
     except OSError:
         os._exit(EXIT_CRASHED)
     os._exit(0)
@@ -116,9 +133,15 @@ def _error(exc: BaseException, skip_frames: int = 1) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": message, "traceback": text}
 
 
-def _prepare_scratch(scratch: str, data_dir: str) -> None:
+def _make_scratch(scratch: str) -> None:
+    """The execution's private working directory, with PandasAI's chart folder in it."""
     os.mkdir(scratch, 0o700)
     os.makedirs(os.path.join(scratch, "exports", "charts"), exist_ok=True)
+    os.chdir(scratch)
+
+
+def _link_data(scratch: str, data_dir: str) -> None:
+    """Uploaded files as they are now, reachable by their names from the working directory."""
     try:
         names = os.listdir(data_dir)
     except OSError:
@@ -129,7 +152,6 @@ def _prepare_scratch(scratch: str, data_dir: str) -> None:
                 os.symlink(os.path.join(data_dir, name), os.path.join(scratch, name))
             except OSError:
                 continue
-    os.chdir(scratch)
 
 
 def _loader(cache: Mapping[str, Any], data_dir: str) -> Callable[[str], Any]:
@@ -195,13 +217,10 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
     }
 
 
-def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str) -> bytes:
-    """Run one job's code in this process; return the result frame (JSON bytes)."""
-    scratch = job["scratch"]
+def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scratch: str) -> bytes:
+    """Run one job's code in this process; return the result message (JSON bytes)."""
     isolation.apply_rlimits(isolation.ChildLimits(**job["limits"]))
-    _prepare_scratch(scratch, data_dir)
-    os.environ.clear()
-    os.environ.update(isolation.scrubbed_environment(scratch))
+    _link_data(scratch, data_dir)
     namespace = build_namespace(job.get("datasets") or {}, cache, data_dir)
     status, error, result = "ok", None, None
     try:
@@ -220,8 +239,10 @@ def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str) -> 
             status, error = "error", {"type": "ResultError", "message": str(exc), "traceback": ""}
         except BaseException as exc:  # noqa: BLE001 - a broken value (e.g. __str__ raising)
             status, error = "error", _error(exc, 0)
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
     try:
-        return framing.dumps({"status": status, "result": result, "error": error})
+        return framing.dumps({"status": status, "result": result, "error": error, "peak_rss_bytes": rss})
     except MemoryError as exc:
         return framing.dumps({"status": "memory", "result": None, "error": _error(exc, 0)})
     except (TypeError, ValueError) as exc:

@@ -46,6 +46,7 @@ class Spare:
     out_r: int
     err_r: int
     generation: int
+    scratch: str
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Job:
     rusage_maxrss_kb: int = 0
     timed_out: bool = False
     result_too_large: bool = False
+    answered: bool = False
 
 
 @dataclass
@@ -126,6 +128,7 @@ class ForkServer:
         self.stopping = False
         self.baseline_vm = 0
         self.seccomp_program = b""
+        self.discarded_scratch: list[str] = []
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -135,6 +138,8 @@ class ForkServer:
         isolation.become_subreaper()
         isolation.die_with_parent()
         os.makedirs(self.config.scratch_root, mode=0o700, exist_ok=True)
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            os.environ.setdefault(name, "1")  # before numpy loads BLAS: no BLAS threads in the parent
         preload()
         self.seccomp_program = isolation.compile_seccomp(self.protected_pids)
         self.wake_r.setblocking(False)
@@ -161,20 +166,21 @@ class ForkServer:
         result_r, result_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child
             try:
                 child.spare_main(job_r, result_w, out_w, err_w, self.seccomp_program,
-                                 self.cache_view, self.config.data_dir)
+                                 self.cache_view, self.config.data_dir, scratch)
             finally:
                 os._exit(child.EXIT_CRASHED)
         for fd in (job_r, result_w, out_w, err_w):
             os.close(fd)
         for fd in (result_r, out_r, err_r):
             os.set_blocking(fd, False)
-        return Spare(pid, job_w, result_r, out_r, err_r, self.generation)
+        return Spare(pid, job_w, result_r, out_r, err_r, self.generation, scratch)
 
     def discard_spare(self, spare: Spare) -> None:
         """Close a spare's pipes; it exits on EOF (and is killed to be sure)."""
@@ -187,6 +193,7 @@ class ForkServer:
             os.kill(spare.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self.discarded_scratch.append(spare.scratch)
 
     def top_up_spares(self) -> None:
         """Keep the configured number of fresh spares ready."""
@@ -234,7 +241,6 @@ class ForkServer:
         """Hand a request to a spare (or a fresh child) and start watching it."""
         self.ensure_cached(list((request.get("datasets") or {}).values()))
         timeout_s = float(request["timeout_s"])
-        scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
         limits = isolation.ChildLimits.for_timeout(
             timeout_s,
             baseline_vm=self.baseline_vm,
@@ -246,7 +252,6 @@ class ForkServer:
         payload = framing.dumps({
             "code": request["code"],
             "datasets": request.get("datasets") or {},
-            "scratch": scratch,
             "limits": limits.__dict__,
         })
         for _attempt in range(2):
@@ -268,7 +273,7 @@ class ForkServer:
             raise OSError(errno.ECHILD, "no sandbox child could take the job")
         os.close(spare.job_w)
         now = time.monotonic()
-        job = Job(slot=slot, spare=spare, scratch=scratch, started=now, deadline=now + timeout_s,
+        job = Job(slot=slot, spare=spare, scratch=spare.scratch, started=now, deadline=now + timeout_s,
                   out_cap=int(request["max_output_bytes"]), result_cap=self.limits.max_result_bytes + 4096)
         for fd in (spare.result_r, spare.out_r, spare.err_r):
             job.buffers[fd] = bytearray()
@@ -309,6 +314,12 @@ class ForkServer:
             self.sel.unregister(fd)
             self.fd_owner.pop(fd, None)
             os.close(fd)
+        if not job.open_fds and not job.answered and job.exited_at is None \
+                and job.buffers[job.spare.result_r] and not job.result_too_large:
+            # The child closed stdout, stderr and the result after writing it: answer now and
+            # kill its group (it is about to _exit anyway); reaping and clean-up come later.
+            self.answer(job, early=True)
+            self.kill_group(job.spare.pid)
 
     def reap(self) -> None:
         """Collect every exited child: jobs, spares and re-parented grandchildren."""
@@ -352,33 +363,41 @@ class ForkServer:
                     self.close_pipe(job, fd)
 
     def finish_ready_jobs(self) -> None:
-        """Answer every job whose child has exited and whose pipes are drained."""
+        """Answer (if not done early) and clean up every job whose child has exited and drained."""
         for pid in [p for p, j in self.jobs.items() if j.exited_at is not None and not j.open_fds]:
             job = self.jobs.pop(pid)
-            status = job.wait_status or 0
-            spare = job.spare
-            header = {
-                "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                "timed_out": job.timed_out,
-                "result_too_large": job.result_too_large,
-                "stdout_truncated": job.truncated[spare.out_r],
-                "stderr_truncated": job.truncated[spare.err_r],
-                "duration_ms": round(((job.exited_at or time.monotonic()) - job.started) * 1000, 3),
-                "peak_rss_bytes": job.rusage_maxrss_kb * 1024,
-            }
-            stdout = bytes(job.buffers[spare.out_r])
-            stderr = bytes(job.buffers[spare.err_r])
-            result = b"" if job.result_too_large else bytes(job.buffers[spare.result_r])
-            chan = self.channels[job.slot]
-            try:
-                framing.send_frame(chan, framing.dumps(header))
-                framing.send_frame(chan, stdout)
-                framing.send_frame(chan, stderr)
-                framing.send_frame(chan, result)
-            except OSError as exc:
-                log.warning("slot %d: could not answer: %s", job.slot, exc)
+            if not job.answered:
+                self.answer(job, early=False)
             shutil.rmtree(job.scratch, ignore_errors=True)
+
+    def answer(self, job: Job, *, early: bool) -> None:
+        """Send the HTTP process the facts of a finished job on its slot's channel."""
+        job.answered = True
+        status = job.wait_status or 0
+        spare = job.spare
+        exited = job.exited_at is not None
+        header = {
+            "exit_code": os.WEXITSTATUS(status) if exited and os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if exited and os.WIFSIGNALED(status) else None,
+            "early": early,
+            "timed_out": job.timed_out,
+            "result_too_large": job.result_too_large,
+            "stdout_truncated": job.truncated[spare.out_r],
+            "stderr_truncated": job.truncated[spare.err_r],
+            "duration_ms": round(((job.exited_at or time.monotonic()) - job.started) * 1000, 3),
+            "peak_rss_bytes": job.rusage_maxrss_kb * 1024,
+        }
+        result = b"" if job.result_too_large else bytes(job.buffers[spare.result_r])
+        chan = self.channels[job.slot]
+        try:
+            framing.send_frame(chan, framing.dumps(header))
+            framing.send_frame(chan, bytes(job.buffers[spare.out_r]))
+            framing.send_frame(chan, bytes(job.buffers[spare.err_r]))
+            framing.send_frame(chan, result)
+        except OSError as exc:
+            log.warning("slot %d: could not answer: %s", job.slot, exc)
+        for fd in job.buffers:
+            job.buffers[fd] = bytearray()
 
     def on_channel(self, index: int) -> None:
         """Read one request from the HTTP process and start it."""
@@ -437,6 +456,10 @@ class ForkServer:
             self.reap()
             self.check_deadlines(time.monotonic())
             self.finish_ready_jobs()
+            if self.discarded_scratch and not self.jobs:
+                for path in self.discarded_scratch:
+                    shutil.rmtree(path, ignore_errors=True)
+                self.discarded_scratch.clear()
             if not self.stopping and len(self.spares) < self.config.spares:
                 self.top_up_spares()
         for spare in self.spares:
@@ -449,6 +472,8 @@ class ForkServer:
                 break
             if pid == 0:
                 time.sleep(0.01)
+        for path in self.discarded_scratch:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

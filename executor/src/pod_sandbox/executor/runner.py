@@ -64,6 +64,8 @@ def decide(header: dict[str, Any], result_bytes: bytes, timeout_s: float, max_re
                 error = {k: error[k] for k in ("type", "message", "traceback")}
             else:
                 error = None
+            if not header.get("peak_rss_bytes") and isinstance(reported.get("peak_rss_bytes"), int):
+                header["peak_rss_bytes"] = reported["peak_rss_bytes"]  # answered before the reap
             return status, result, error
         except (ValueError, KeyError, TypeError, wire.WireError) as exc:
             return "error", none, {"type": "ResultError", "traceback": "",
