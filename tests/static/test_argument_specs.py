@@ -23,8 +23,11 @@ SIDE_EFFECT_PREFIXES = (
 
 # (role, entry point, bad variables, variable the message must name)
 BAD_CONFIGS: list[tuple[str, str, dict, str]] = [
+    ("cluster_prep", "main", {"cluster_prep_provider": "docker-desktop"}, "cluster_prep_provider"),
+    ("cluster_prep", "main", {"cluster_prep_api_timeout": "fast"}, "cluster_prep_api_timeout"),
     ("namespace", "main", {"namespace_pss_enforce": "strict"}, "namespace_pss_enforce"),
     ("namespace", "main", {"namespace_pss_warn": "paranoid"}, "namespace_pss_warn"),
+    ("namespace", "manifests", {"namespace_name": "Bad_Name"}, "namespace_name"),
     ("namespace", "manifests", {"namespace_labels": ["team=a"]}, "namespace_labels"),
     ("namespace", "teardown", {"namespace_delete_timeout": "soon"}, "namespace_delete_timeout"),
     ("network_policy", "main", {"network_policy_allow_monitoring": "perhaps"}, "network_policy_allow_monitoring"),
@@ -34,10 +37,16 @@ BAD_CONFIGS: list[tuple[str, str, dict, str]] = [
     ("rbac", "main", {"rbac_extra_subjects": ["system:anonymous"]}, "rbac_extra_subjects"),
     ("resource_limits", "main", {"resource_limits_quota_hard": ["pods=10"]}, "resource_limits_quota_hard"),
     ("resource_limits", "manifests", {"resource_limits_container_max": "4Gi"}, "resource_limits_container_max"),
+    ("resource_limits", "manifests", {"resource_limits_quota_hard": {"pods": "ten"}}, "resource_limits_quota_hard"),
     ("monitoring", "main", {"monitoring_port": "http-metrics"}, "monitoring_port"),
     ("monitoring", "main", {"monitoring_service_monitor_enabled": "auto"}, "monitoring_service_monitor_enabled"),
     ("node_placement", "main", {"node_placement_enabled": "yes please"}, "node_placement_enabled"),
     ("node_placement", "main", {"node_placement_taints": ["pandasai.io/sandbox=true:NoSchedule"]}, "node_placement_taints"),
+    ("pod_template", "main", {"pod_template_image_pull_policy": "Sometimes"}, "pod_template_image_pull_policy"),
+    ("pod_template", "manifests", {"pod_template_emptydir_medium": "Disk"}, "pod_template_emptydir_medium"),
+    ("pod_template", "main", {"pod_template_run_as_user": "root"}, "pod_template_run_as_user"),
+    ("verify", "main", {"verify_expected_type": "table"}, "verify_expected_type"),
+    ("warm_pool", "main", {"warm_pool_replicas": "many"}, "warm_pool_replicas"),
     ("image", "main", {"image_target": "gcr"}, "image_target"),
     ("image", "main", {"image_builder": "kaniko"}, "image_builder"),
     ("image", "main", {"image_tag_length": "long"}, "image_tag_length"),
