@@ -192,14 +192,26 @@ def expect_2xx(step: str, result: Dict[str, Any]) -> None:
                                                      json.dumps(result["body"])[:2000]))
 
 
+def api_status_message(text: str) -> str:
+    """The message of a Kubernetes Status object inside an error text, else the text itself."""
+    start = text.find('{"kind":"Status"')
+    if start >= 0:
+        try:
+            status = json.loads(text[start:text.rindex("}") + 1])
+            return "%s (%s)" % (status.get("message", ""), status.get("reason", ""))
+        except ValueError:
+            pass
+    return text
+
+
 def open_tunnel(api: Any, name: str, namespace: str, port: int) -> Any:
     """Open the port-forward and return it; errors name the pod."""
     try:
         return portforward(api.connect_get_namespaced_pod_portforward, name, namespace,
                            ports=str(port))
     except ApiException as exc:
-        raise ProbeError("cannot open a port-forward to pod %s/%s port %s: HTTP %s %s"
-                         % (namespace, name, port, exc.status, exc.reason)) from exc
+        raise ProbeError("cannot open a port-forward to pod %s/%s port %s: %s"
+                         % (namespace, name, port, api_status_message(str(exc.reason or exc)))) from exc
     except Exception as exc:  # websocket and connection errors have no common base class
         raise ProbeError("cannot open a port-forward to pod %s/%s port %s: %s: %s"
                          % (namespace, name, port, type(exc).__name__, exc)) from exc

@@ -181,3 +181,10 @@ def test_silent_peer_times_out_with_a_clear_error(monkeypatch: pytest.MonkeyPatc
             probe.run_probe(None, params(timeout=0.5))
     finally:
         listener.close()
+
+
+def test_api_status_message_is_extracted() -> None:
+    text = ('Handshake status 404 Not Found -+-+- {} -+-+- {"kind":"Status","apiVersion":"v1","metadata":{},'
+            '"status":"Failure","message":"pods \\"nope\\" not found","reason":"NotFound","code":404}')
+    assert probe.api_status_message(text) == 'pods "nope" not found (NotFound)'
+    assert probe.api_status_message("connection refused") == "connection refused"
