@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import atexit
 import logging
 import secrets
 import time
@@ -189,7 +190,12 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         session.timings["start_s"] = time.perf_counter() - t0
         self._session = session
         self._staged = {}
+        # Backstops for a forgotten stop(): garbage collection (finalize) and interpreter exit
+        # (atexit, registered now so it runs before the kubernetes client deletes the temporary
+        # certificate files it made when the kubeconfig was loaded: atexit runs last-in first-out).
         self._finalizer = weakref.finalize(self, close_session, session)
+        self._finalizer.atexit = False
+        atexit.register(session.close)
         self._started = True
 
     def _start_url(self, session_id: str, token: str) -> Session:
@@ -265,6 +271,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     def stop(self) -> None:
         """End the session: shutdown, delete the pod, close the tunnel. Safe to call twice."""
         finalizer, self._finalizer = self._finalizer, None
+        if self._session is not None:
+            atexit.unregister(self._session.close)
         if finalizer is not None:
             finalizer()
         self._session = None
@@ -309,6 +317,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             )
             response = self._call(session, lambda: session.client.execute(request))
             self.last_response = response
+            if response["status"] == "killed":
+                self._raise_if_lost(session, "the execution was killed")
             query = missing_query(response)
             if query is None or query in staged:
                 break
@@ -379,12 +389,17 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         try:
             return fn()
         except SandboxConnectionError as exc:
-            lost = self._pod_gone_reason(session)
-            if lost is None:
-                raise
-            session.close(shutdown=False)
-            self.stop()
-            raise SandboxLostError(f"sandbox pod {session.pod_name} is gone ({lost}): {exc}") from exc
+            self._raise_if_lost(session, str(exc), exc)
+            raise
+
+    def _raise_if_lost(self, session: Session, what: str, cause: BaseException | None = None) -> None:
+        """When the pod is gone or going: end the session and raise SandboxLostError."""
+        lost = self._pod_gone_reason(session)
+        if lost is None:
+            return
+        session.close(shutdown=False)
+        self.stop()
+        raise SandboxLostError(f"sandbox pod {session.pod_name} is gone ({lost}): {what}") from cause
 
     def _pod_gone_reason(self, session: Session) -> str | None:
         if session.kube is None or session.pod_name is None:
