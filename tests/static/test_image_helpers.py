@@ -54,7 +54,7 @@ def test_hash_changes_with_source_and_inputs(tmp_path: Path) -> None:
 
 def test_hash_ignores_caches_and_dockerignored_files(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
-    (ctx / ".dockerignore").write_text("tests\n*.md\n")
+    (ctx / ".dockerignore").write_text("tests\n*.md\n**/__pycache__\n")
     before = hash_of(ctx)
     (ctx / "src" / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\0other")
     (ctx / "tests" / "test_x.py").write_text("changed\n")
@@ -74,11 +74,18 @@ def test_hash_sees_executable_bit(tmp_path: Path) -> None:
 
 def test_negated_pattern_reincludes(tmp_path: Path) -> None:
     ctx = make_context(tmp_path)
-    (ctx / ".dockerignore").write_text("**/*.md\n!README.md\n")
+    (ctx / ".dockerignore").write_text("**/*.md\n!README.md\n**/__pycache__\n")
     files = context_hash.context_files(ctx, context_hash.read_patterns(ctx, []))
     assert "README.md" in files
     assert "src/pkg/mod.py" in files
     assert not any("__pycache__" in f for f in files)
+
+
+def test_without_dockerignore_everything_counts(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    before = hash_of(ctx)
+    (ctx / "src" / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\0other")
+    assert hash_of(ctx) != before, "a file Docker would send must change the tag"
 
 
 def test_cli_reports_bad_context(tmp_path: Path) -> None:

@@ -16,11 +16,6 @@ import re
 import sys
 from pathlib import Path
 
-# Never part of the image even when .dockerignore forgets them: caches that change without
-# changing what the build produces.
-ALWAYS_EXCLUDED = ("**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/*.egg-info", "**/.mypy_cache")
-
-
 def _pattern_to_regex(pattern: str) -> re.Pattern[str]:
     """Translate one .dockerignore pattern (Go filepath.Match plus '**') into a regex."""
     out: list[str] = []
@@ -56,7 +51,9 @@ def _pattern_to_regex(pattern: str) -> re.Pattern[str]:
 
 def read_patterns(context: Path, extra: list[str]) -> list[tuple[bool, re.Pattern[str]]]:
     """Rules in order: (negated, regex). Later rules win, as in Docker."""
-    lines: list[str] = list(ALWAYS_EXCLUDED) + list(extra)
+    # Exactly what Docker sends: nothing is left out that .dockerignore does not leave out, so
+    # equal tags always mean equal contexts (keep caches out with the context's .dockerignore).
+    lines: list[str] = list(extra)
     ignore_file = context / ".dockerignore"
     if ignore_file.is_file():
         lines.extend(ignore_file.read_text(encoding="utf-8").splitlines())
