@@ -50,6 +50,7 @@ BAD_CONFIGS: list[tuple[str, str, dict, str]] = [
     ("image", "main", {"image_target": "gcr"}, "image_target"),
     ("image", "main", {"image_builder": "kaniko"}, "image_builder"),
     ("image", "main", {"image_tag_length": "long"}, "image_tag_length"),
+    ("image", "main", {"image_keep_previous": -1, "image_target": "local"}, "image_keep_previous"),
     ("image", "main", {"image_tag": "latest", "image_target": "local"}, "image_tag"),
     ("image", "main", {"image_target": "registry", "image_registry": ""}, "image_registry"),
     ("image", "main", {"image_build": False, "image_tag": "", "image_target": "local"}, "image_build"),
