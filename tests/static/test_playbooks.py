@@ -5,10 +5,29 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, VENV_BIN, tool_env
 
-PLAYBOOKS = sorted([*(REPO / "playbooks").glob("*.yml"), REPO / "site.yml"])
+
+
+def is_playbook(path: Path) -> bool:
+    """A YAML file whose top level is a list of plays (hosts:) or playbook imports."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return True  # let the syntax check report it
+    return isinstance(data, list) and bool(data) and all(
+        isinstance(play, dict) and ("hosts" in play or "ansible.builtin.import_playbook" in play
+                                    or "import_playbook" in play)
+        for play in data)
+
+
+PLAYBOOKS = sorted({
+    *(REPO / "playbooks").glob("*.yml"), REPO / "site.yml",
+    *(p for p in (REPO / "molecule").glob("*/*.yml") if p.name != "molecule.yml" and is_playbook(p)),
+    *(Path(__file__).parent / "playbooks").glob("*.yml"),
+})
 EXPECTED = {"site.yml", "verify.yml", "teardown.yml", "render.yml"}
 
 
