@@ -184,3 +184,40 @@ def test_no_answer_within_the_timeout_is_a_connection_error(fake_executor):
     fake_executor.hooks["GET /health"] = silent
     with pytest.raises(SandboxConnectionError, match="no answer within 0.3 s"):
         client.http.request("GET", "/health")
+
+
+class CountingConnector(TcpConnector):
+    """Counts the writes of each request (a port-forward pays a delayed ACK per extra write)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.writes: list[int] = []
+
+    def open(self, timeout):
+        sock = super().open(timeout)
+        connector = self
+
+        class Wrapped:
+            def __getattr__(self, name):
+                return getattr(sock, name)
+
+            def sendall(self, data):
+                connector.writes.append(len(data))
+                return sock.sendall(data)
+
+            def send(self, data):
+                connector.writes.append(len(data))
+                return sock.send(data)
+
+        return Wrapped()
+
+
+def test_a_request_with_a_body_is_one_write(fake_executor):
+    host, port = fake_executor.server.server_address[:2]
+    connector = CountingConnector(host, port)
+    client = ExecutorClient(ExecutorHTTP(connector))
+    client.claim(TOKEN)
+    client.execute(wire.ExecuteRequest(code="result = None", timeout_s=5, max_output_bytes=10))
+    client.put_file("x.bin", b"z" * 5000)
+    assert len(connector.writes) == 3
+    client.http.close()

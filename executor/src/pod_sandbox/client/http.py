@@ -43,14 +43,38 @@ class HttpResponse:
 
 
 class _ConnectorHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over whatever socket the connector opens (TCP or port-forward)."""
+    """``http.client`` over whatever socket the connector opens (TCP or port-forward).
+
+    A request goes out in ONE write: ``http.client`` sends the headers and the body separately,
+    and over a port-forward the second small write waits for the delayed ACK of the first
+    (about 25 ms per POST measured on the local cluster, against 0.8 ms for a GET).
+    """
 
     def __init__(self, connector: Connector, timeout: float | None) -> None:
         super().__init__("pod-sandbox", timeout=timeout)
         self._connector = connector
+        self._outgoing: list[bytes] | None = None
 
     def connect(self) -> None:
         self.sock = self._connector.open(self.timeout)
+
+    def send(self, data: Any) -> None:
+        if self._outgoing is not None and isinstance(data, (bytes, bytearray, memoryview)):
+            self._outgoing.append(bytes(data))
+            return
+        super().send(data)
+
+    def send_request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
+        """Format the request with ``http.client`` and write it with a single ``sendall``."""
+        self._outgoing = []
+        try:
+            self.request(method, path, body=body, headers=headers)
+            data = b"".join(self._outgoing)
+        finally:
+            self._outgoing = None
+        if self.sock is None:
+            self.connect()
+        self.sock.sendall(data)
 
 
 class ExecutorHTTP:
@@ -129,7 +153,7 @@ class ExecutorHTTP:
             for attempt in (1, 2):
                 conn = self._connection(timeout)
                 try:
-                    conn.request(method, path, body=body, headers=headers)
+                    conn.send_request(method, path, body, headers)
                 except _DROPPED + (OSError,) as exc:
                     self._drop()
                     if attempt == 1:
