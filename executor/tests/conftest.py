@@ -30,7 +30,7 @@ def hostile_server() -> Iterator[ExecutorProcess]:
         "--slots", "2", "--timeout", "5", "--max-timeout", "30", "--memory-mb", "512",
         "--max-output-bytes", str(64 * 1024), "--max-result-bytes", str(8 * MIB),
         "--max-processes", "48", "--max-code-bytes", str(256 * 1024), "--max-body-bytes", str(512 * 1024),
-        "--max-upload-bytes", str(4 * MIB),
+        "--max-upload-bytes", str(4 * MIB), "--max-file-bytes", str(64 * MIB), "--max-open-files", "128",
     )
     yield proc
     proc.stop()

@@ -140,7 +140,7 @@ class ExecutorProcess:
 
     def idle_process_count(self) -> int:
         """HTTP process + fork-server + spares: what must remain once work is over."""
-        spares = 1
+        spares = 2
         for i, a in enumerate(self.args):
             if a == "--spares":
                 spares = int(self.args[i + 1])

@@ -25,8 +25,13 @@ def test_config_flags_beat_env_beat_defaults():
     assert cfg.limits.slots == 3 and cfg.limits.default_timeout_s == 5
     assert cfg.limits.memory_limit_bytes == 256 << 20
     assert cfg.claimable and cfg.threads == 7
+    assert cfg.spares == 2 and cfg.limits.max_open_files == 256
+    cfg = load_config(["--max-file-bytes", "1000", "--max-open-files", "32"], {"SANDBOX_SPARES": "0"})
+    assert cfg.limits.max_file_bytes == 1000 and cfg.limits.max_open_files == 32 and cfg.spares == 0
     with pytest.raises(SystemExit):
         load_config(["--slots", "0"], {})
+    with pytest.raises(SystemExit):
+        load_config(["--max-open-files", "3"], {})
     with pytest.raises(SystemExit):
         load_config([], {"SANDBOX_PORT": "eighty"})
 

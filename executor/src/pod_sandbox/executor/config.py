@@ -44,7 +44,7 @@ class Config:
     token_file: str | None = None
     claimable: bool = False
     threads: int = 6
-    spares: int = 1
+    spares: int = 2
     dataset_cache_bytes: int = 1024 * MIB
     log_level: str = "INFO"
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, default=None,
                    help=f"concurrent executions [SANDBOX_SLOTS, CPU count={max(2, cpus)}]")
     p.add_argument("--threads", type=int, default=None, help="HTTP threads [SANDBOX_THREADS, slots+4]")
-    p.add_argument("--spares", type=int, default=None, help="pre-forked spare children [SANDBOX_SPARES, 1]")
+    p.add_argument("--spares", type=int, default=None, help="pre-forked spare children [SANDBOX_SPARES, 2]")
     p.add_argument("--timeout", type=float, default=None,
                    help=f"default timeout_s [SANDBOX_TIMEOUT_S, {d.default_timeout_s}]")
     p.add_argument("--max-timeout", type=float, default=None,
@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-result-bytes", type=int, default=None, help="[SANDBOX_MAX_RESULT_BYTES]")
     p.add_argument("--max-processes", type=int, default=None,
                    help="RLIMIT_NPROC for user code [SANDBOX_MAX_PROCESSES]")
+    p.add_argument("--max-file-bytes", type=int, default=None,
+                   help=f"RLIMIT_FSIZE for user code [SANDBOX_MAX_FILE_BYTES, {d.max_file_bytes}]")
+    p.add_argument("--max-open-files", type=int, default=None,
+                   help=f"RLIMIT_NOFILE for user code [SANDBOX_MAX_OPEN_FILES, {d.max_open_files}]")
     p.add_argument("--log-level", default=None, help="[SANDBOX_LOG_LEVEL, INFO]")
     return p
 
@@ -128,6 +132,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         max_timeout_s=pick(args.max_timeout, "SANDBOX_MAX_TIMEOUT_S", d.max_timeout_s, float),
         memory_limit_bytes=memory_mb * MIB,
         max_processes=pick(args.max_processes, "SANDBOX_MAX_PROCESSES", d.max_processes, int),
+        max_file_bytes=pick(args.max_file_bytes, "SANDBOX_MAX_FILE_BYTES", d.max_file_bytes, int),
+        max_open_files=pick(args.max_open_files, "SANDBOX_MAX_OPEN_FILES", d.max_open_files, int),
         slots=slots,
     )
     problems = [
@@ -136,13 +142,19 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             ("max_body_bytes", limits.max_body_bytes), ("max_upload_bytes", limits.max_upload_bytes),
             ("max_result_bytes", limits.max_result_bytes), ("default_timeout_s", limits.default_timeout_s),
             ("max_timeout_s", limits.max_timeout_s), ("memory_mb", memory_mb),
-            ("max_processes", limits.max_processes),
+            ("max_processes", limits.max_processes), ("max_file_bytes", limits.max_file_bytes),
+            ("max_open_files", limits.max_open_files),
         ) if value <= 0
     ]
     if limits.max_output_bytes < 0:
         problems.append("max_output_bytes")
+    if limits.max_open_files < 16:
+        problems.append("max_open_files (at least 16: the interpreter needs some)")
     if limits.default_timeout_s > limits.max_timeout_s:
         problems.append("timeout (above max_timeout)")
+    spares = pick(args.spares, "SANDBOX_SPARES", 2, int)
+    if spares < 0:
+        problems.append("spares")
     if problems:
         raise SystemExit(f"pod-sandbox-executor: invalid settings: {', '.join(problems)}")
     tmp = env.get("TMPDIR") or "/tmp"
@@ -155,6 +167,6 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         token_file=pick(args.token_file, "SANDBOX_TOKEN_FILE", None),
         claimable=bool(args.claimable) or _env_bool(env.get("SANDBOX_CLAIMABLE")),
         threads=pick(args.threads, "SANDBOX_THREADS", slots + 4, int),
-        spares=pick(args.spares, "SANDBOX_SPARES", 1, int),
+        spares=spares,
         log_level=pick(args.log_level, "SANDBOX_LOG_LEVEL", "INFO").upper(),
     )

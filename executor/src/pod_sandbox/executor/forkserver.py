@@ -34,6 +34,10 @@ from .config import Config
 log = logging.getLogger("pod_sandbox.forkserver")
 EXIT_GRACE_S = 1.0
 READ_CHUNK = 65536
+#: After answering, wait this long for the next request before doing housekeeping (forking a
+#: replacement spare, removing scratch dirs): a sequential client's next request then finds a
+#: ready spare and an idle fork-server; with a job running, housekeeping overlaps it instead.
+HOUSEKEEPING_DELAY_S = 0.004
 
 
 @dataclass
@@ -129,6 +133,7 @@ class ForkServer:
         self.baseline_vm = 0
         self.seccomp_program = b""
         self.discarded_scratch: list[str] = []
+        self.last_answer = 0.0
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -368,11 +373,12 @@ class ForkServer:
             job = self.jobs.pop(pid)
             if not job.answered:
                 self.answer(job, early=False)
-            shutil.rmtree(job.scratch, ignore_errors=True)
+            self.discarded_scratch.append(job.scratch)
 
     def answer(self, job: Job, *, early: bool) -> None:
         """Send the HTTP process the facts of a finished job on its slot's channel."""
         job.answered = True
+        self.last_answer = time.monotonic()
         status = job.wait_status or 0
         spare = job.spare
         exited = job.exited_at is not None
@@ -425,6 +431,28 @@ class ForkServer:
                 framing.send_frame(chan, payload)
 
     # -- loop --------------------------------------------------------------------------------
+    def housekeeping_pending(self) -> bool:
+        """Spares to fork or scratch directories to remove."""
+        return len(self.spares) < self.config.spares or bool(self.discarded_scratch)
+
+    def housekeeping(self, now: float) -> None:
+        """Fork one missing spare or clean up, when it delays no request (see HOUSEKEEPING_DELAY_S)."""
+        for spare in [s for s in self.spares if s.generation != self.generation]:
+            self.spares.remove(spare)
+            self.discard_spare(spare)
+        if not self.housekeeping_pending():
+            return
+        running = any(not j.answered for j in self.jobs.values())
+        if self.spares and not running and now - self.last_answer < HOUSEKEEPING_DELAY_S:
+            return
+        if len(self.spares) < self.config.spares:
+            self.spares.append(self.fork_spare())
+            return
+        live = {j.scratch for j in self.jobs.values()}
+        for path in [p for p in self.discarded_scratch if p not in live]:
+            shutil.rmtree(path, ignore_errors=True)
+            self.discarded_scratch.remove(path)
+
     def serve(self) -> None:
         """Run until SIGTERM or the HTTP process goes away; kill everything on the way out."""
         self.top_up_spares()
@@ -441,6 +469,9 @@ class ForkServer:
             timeout = max(0.0, min(waits)) if waits else None
             if self.stopping:
                 timeout = 0.05 if timeout is None else min(timeout, 0.05)
+            elif self.housekeeping_pending():
+                delay = max(0.0, HOUSEKEEPING_DELAY_S - (now - self.last_answer))
+                timeout = delay if timeout is None else min(timeout, delay)
             for key, _mask in self.sel.select(timeout):
                 kind, arg = key.data
                 if kind == "wake":
@@ -456,12 +487,8 @@ class ForkServer:
             self.reap()
             self.check_deadlines(time.monotonic())
             self.finish_ready_jobs()
-            if self.discarded_scratch and not self.jobs:
-                for path in self.discarded_scratch:
-                    shutil.rmtree(path, ignore_errors=True)
-                self.discarded_scratch.clear()
-            if not self.stopping and len(self.spares) < self.config.spares:
-                self.top_up_spares()
+            if not self.stopping:
+                self.housekeeping(time.monotonic())
         for spare in self.spares:
             self.discard_spare(spare)
         deadline = time.monotonic() + 2
