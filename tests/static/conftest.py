@@ -6,8 +6,11 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from manifests import Manifest, load_dir
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -78,3 +81,46 @@ def run_playbook_json(playbook: Path, extra_vars: dict, timeout: int = 120) -> P
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# Settings rendered on top of the default inventory: every optional feature switched on, so the
+# optional objects are validated and scanned too.
+RENDER_VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "all-features": {
+        "pod_sandbox_monitoring_enabled": True,
+        "monitoring_pod_monitor_enabled": True,
+        "pod_sandbox_node_placement_enabled": True,
+        "pod_sandbox_nodes": ["sandbox-node-1"],
+        "rbac_allow_exec": True,
+        "pod_template_image_pull_secrets": [{"name": "registry-credentials"}],
+    },
+}
+def render(render_dir: Path, extra_vars: dict[str, Any]) -> None:
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "playbooks/render.yml",
+         "-e", json.dumps({"render_dir": str(render_dir), **extra_vars})],
+        cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, f"render.yml failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+
+
+_RENDERS: dict[str, tuple[Path, list[Manifest]]] = {}
+
+
+def rendered_variant(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
+    """Render one variant once per session."""
+    if name not in _RENDERS:
+        render_dir = tmp_path_factory.mktemp(f"render-{name}")
+        render(render_dir, RENDER_VARIANTS[name])
+        found = load_dir(render_dir)
+        assert found, f"render.yml wrote no manifests into {render_dir}"
+        _RENDERS[name] = (render_dir, found)
+    return _RENDERS[name]
+
+
+@pytest.fixture(scope="session", params=sorted(RENDER_VARIANTS))
+def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
+    return rendered_variant(request.param, tmp_path_factory)
+
+

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -16,56 +15,15 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 
 import pss
-from conftest import REPO, VENV_BIN, tool_env
-from manifests import Manifest, load_dir
+from conftest import REPO, rendered_variant
+from manifests import Manifest
 
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 CHECKOV_CONFIG = Path(__file__).parent / "checkov.yaml"
 # Kinds served by CRDs (Prometheus operator): no schema in kubernetes-validate, checked by hand.
 CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
-# Settings rendered on top of the default inventory: every optional feature switched on, so the
-# optional objects are validated and scanned too.
-RENDER_VARIANTS: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "all-features": {
-        "pod_sandbox_monitoring_enabled": True,
-        "monitoring_pod_monitor_enabled": True,
-        "pod_sandbox_node_placement_enabled": True,
-        "pod_sandbox_nodes": ["sandbox-node-1"],
-        "rbac_allow_exec": True,
-        "pod_template_image_pull_secrets": [{"name": "registry-credentials"}],
-    },
-}
 VERSIONS = sorted({v for v in kv_utils.all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 25)},
                   key=lambda v: tuple(map(int, v.split("."))))
-
-
-def render(render_dir: Path, extra_vars: dict[str, Any]) -> None:
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "playbooks/render.yml",
-         "-e", json.dumps({"render_dir": str(render_dir), **extra_vars})],
-        cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, f"render.yml failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
-
-
-_RENDERS: dict[str, tuple[Path, list[Manifest]]] = {}
-
-
-def rendered_variant(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
-    """Render one variant once per session."""
-    if name not in _RENDERS:
-        render_dir = tmp_path_factory.mktemp(f"render-{name}")
-        render(render_dir, RENDER_VARIANTS[name])
-        found = load_dir(render_dir)
-        assert found, f"render.yml wrote no manifests into {render_dir}"
-        _RENDERS[name] = (render_dir, found)
-    return _RENDERS[name]
-
-
-@pytest.fixture(scope="session", params=sorted(RENDER_VARIANTS))
-def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
-    return rendered_variant(request.param, tmp_path_factory)
 
 
 def of_kind(found: list[Manifest], kind: str) -> list[Manifest]:
