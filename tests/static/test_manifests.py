@@ -35,6 +35,13 @@ def test_versions_cover_125_to_newest() -> None:
     assert VERSIONS[-1] == kv_utils.latest_version()
 
 
+def test_strict_validation_catches_a_misspelt_field() -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+           "spec": {"containers": [{"name": "c", "image": "i:1", "securityContxt": {}}]}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, VERSIONS[-1], strict=True)
+
+
 def test_expected_kinds_rendered(rendered: tuple[Path, list[Manifest]]) -> None:
     kinds = {m.kind for m in rendered[1]}
     expected = {"Namespace", "NetworkPolicy", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota",
