@@ -166,18 +166,36 @@ def scan_dir(rendered: tuple[Path, list[Manifest]], dest: Path) -> Path:
     return dest
 
 
-def test_checkov_finds_no_failed_check(rendered: tuple[Path, list[Manifest]], tmp_path: Path) -> None:
+def run_checkov(target: Path) -> tuple[list[dict], int, str]:
     assert CHECKOV.exists(), f"{CHECKOV} missing: scripts/test-static.sh makes .venv-checkov"
-    target = scan_dir(rendered, tmp_path / "scan")
     proc = subprocess.run(
         [str(CHECKOV), "-d", str(target), "--framework", "kubernetes", "--config-file", str(CHECKOV_CONFIG),
          "-o", "json"],
         capture_output=True, text=True, timeout=300, check=False,
     )
-    report = json.loads(proc.stdout)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"checkov gave no JSON report: {proc.stdout[:2000]} {proc.stderr[-2000:]}")
     reports = report if isinstance(report, list) else [report]
     failed = [c for r in reports for c in (r.get("results") or {}).get("failed_checks", [])]
     passed = sum((r.get("summary") or {}).get("passed", 0) for r in reports)
-    assert passed > 0, f"checkov checked nothing: {proc.stdout[:2000]} {proc.stderr[-2000:]}"
+    return failed, passed, proc.stderr
+
+
+def test_checkov_finds_no_failed_check(rendered: tuple[Path, list[Manifest]], tmp_path: Path) -> None:
+    failed, passed, stderr = run_checkov(scan_dir(rendered, tmp_path / "scan"))
+    assert passed > 0, f"checkov checked nothing: {stderr[-2000:]}"
     assert not failed, "checkov failed checks:\n" + "\n".join(
         f"{c['check_id']} {c['check_name']} in {c['resource']} ({c['file_path']})" for c in failed)
+
+
+def test_checkov_config_still_catches_a_bad_pod(tmp_path: Path) -> None:
+    """The skips in checkov.yaml must not blind the scan: a privileged root pod fails it."""
+    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad", "namespace": "pandasai-sandbox"},
+           "spec": {"hostNetwork": True, "containers": [{"name": "c", "image": "python:3.11",
+                                                         "securityContext": {"privileged": True, "runAsUser": 0}}]}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    failed, _, _ = run_checkov(tmp_path)
+    ids = {c["check_id"] for c in failed}
+    assert {"CKV_K8S_16", "CKV_K8S_19"} <= ids, f"checkov missed a privileged hostNetwork pod: {sorted(ids)}"
