@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from server_process import ExecutorProcess, start_executor  # noqa: E402
+from server_process import ExecutorProcess, sandbox_uid_tasks, start_executor  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -29,7 +29,9 @@ def hostile_server() -> Iterator[ExecutorProcess]:
     proc = start_executor(
         "--slots", "2", "--timeout", "5", "--max-timeout", "30", "--memory-mb", "512",
         "--max-output-bytes", str(64 * 1024), "--max-result-bytes", str(8 * MIB),
-        "--max-processes", "48", "--max-code-bytes", str(256 * 1024), "--max-body-bytes", str(512 * 1024),
+        # RLIMIT_NPROC counts the uid's tasks host-wide (e.g. sandbox pods of a running local
+        # cluster): give user code 48 on top of what exists now.
+        "--max-processes", str(sandbox_uid_tasks() + 48), "--max-code-bytes", str(256 * 1024), "--max-body-bytes", str(512 * 1024),
         "--max-upload-bytes", str(4 * MIB), "--max-file-bytes", str(64 * MIB), "--max-open-files", "128",
     )
     yield proc

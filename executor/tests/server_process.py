@@ -40,6 +40,19 @@ def server_python() -> str:
     return candidate
 
 
+def sandbox_uid_tasks() -> int:
+    """Processes and threads the sandbox uid runs on this host now (what RLIMIT_NPROC counts)."""
+    uid = SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+    total = 0
+    for p in psutil.process_iter(["uids", "num_threads"]):
+        try:
+            if p.info["uids"].real == uid:
+                total += p.info["num_threads"] or 1
+        except (psutil.NoSuchProcess, TypeError):
+            continue
+    return total
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:

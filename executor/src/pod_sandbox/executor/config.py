@@ -22,7 +22,7 @@ class Limits:
     default_timeout_s: float = 30.0
     max_timeout_s: float = 300.0
     memory_limit_bytes: int = 2048 * MIB
-    max_processes: int = 64
+    max_processes: int = 1024
     max_open_files: int = 256
     max_file_bytes: int = 256 * MIB
     slots: int = 2
