@@ -233,7 +233,8 @@ def _warm_pod(kube, tag: str) -> dict:
 def test_two_clients_racing_for_one_warm_pod(make_sandbox, admin_kube):
     warm = _warm_pod(admin_kube, "race")
     name = warm["metadata"]["name"]
-    boxes = [make_sandbox(warm_pool=True) for _ in range(2)]
+    # the selector keeps a deployed warm pool out of the race: only the pod made here is free
+    boxes = [make_sandbox(warm_pool=True, warm_selector="pandasai.io/test=race") for _ in range(2)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 

@@ -257,3 +257,10 @@ def test_claim_sets_the_session_deadline_on_warm_pods():
     fixed = pod("w2", labels=WARM, spec__activeDeadlineSeconds=100)
     fixed["metadata"]["annotations"] = {"pandasai.io/active-deadline-seconds": "3600"}
     assert not any(op["path"] == "/spec/activeDeadlineSeconds" for op in claim_patch(fixed, "s", OWNER, now))
+
+
+def test_extra_selector_narrows_the_pool():
+    kube = FakeKube()
+    kube.add_pod(pod("small", labels={**WARM, "size": "s"}))
+    kube.add_pod(pod("large", labels={**WARM, "size": "l"}))
+    assert [p["metadata"]["name"] for p in WarmPool(kube, extra_selector="size=l").candidates()] == ["large"]

@@ -137,11 +137,13 @@ class WarmPool:
         kube: KubeApi,
         *,
         min_lifetime_s: float = 300.0,
+        extra_selector: str | None = None,
         rng: random.Random | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.kube = kube
         self.min_lifetime_s = min_lifetime_s
+        self.selector = WARM_SELECTOR + (f",{extra_selector}" if extra_selector else "")
         self._rng = rng or random.Random()
         self._now = now
         self.conflicts = 0
@@ -149,7 +151,7 @@ class WarmPool:
     def candidates(self) -> list[dict[str, Any]]:
         """Ready warm pods, in random order (spreads concurrent clients over the pool)."""
         try:
-            pods = self.kube.list_pods(label_selector=WARM_SELECTOR).get("items", [])
+            pods = self.kube.list_pods(label_selector=self.selector).get("items", [])
         except KubernetesAPIError as exc:
             if exc.status in (403, 404):
                 return []

@@ -91,6 +91,10 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     and hands it a fresh session token. ``stop()`` deletes the pod; a pod never serves a second
     session, and ``start()`` after ``stop()`` gets a new one.
 
+    Warm pool: ``warm_pool=False`` always creates a cold pod; ``warm_selector`` (a label selector
+    such as ``"pandasai.io/size=large"``) narrows which warm pods this client may claim, for
+    namespaces that keep several pools; ``warm_min_lifetime_s`` skips pods about to expire.
+
     Connection modes: ``auto`` (pod IP in a cluster, else port-forward), ``port-forward``,
     ``pod-ip``, and ``url`` (an executor already running at ``url``, e.g. a local one started
     with ``pod-sandbox-executor --claimable``; no pod is created).
@@ -108,6 +112,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         pod_template: str | Mapping[str, Any] | None = None,
         warm_pool: bool = True,
         warm_min_lifetime_s: float = 300.0,
+        warm_selector: str | None = None,
         startup_timeout_s: float = 120.0,
         timeout_s: float = 30.0,
         request_timeout_s: float = 30.0,
@@ -131,6 +136,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         self.pod_template = pod_template
         self.warm_pool = warm_pool
         self.warm_min_lifetime_s = warm_min_lifetime_s
+        self.warm_selector = warm_selector
         self.startup_timeout_s = startup_timeout_s
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s
@@ -222,7 +228,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         pod: dict[str, Any] | None = None
         warm = False
         if self.warm_pool:
-            pod = WarmPool(kube, min_lifetime_s=self.warm_min_lifetime_s).claim(session_id, owner)
+            pool = WarmPool(kube, min_lifetime_s=self.warm_min_lifetime_s, extra_selector=self.warm_selector)
+            pod = pool.claim(session_id, owner)
             warm = pod is not None
             timings["claim_s"] = time.perf_counter() - t0
         if pod is None:
