@@ -3,6 +3,7 @@
 # offline), then pytest tests/static: playbook syntax checks, the collection build, rendered
 # manifests validated for Kubernetes 1.25..newest and scanned by checkov, bad settings rejected
 # by the argument specs, helper unit tests. CI runs it first (make test-static).
+# Extra arguments go to pytest, e.g. scripts/test-static.sh -k manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
