@@ -221,3 +221,25 @@ def test_a_request_with_a_body_is_one_write(fake_executor):
     client.put_file("x.bin", b"z" * 5000)
     assert len(connector.writes) == 3
     client.http.close()
+
+
+def test_prefetch_connector_hands_over_its_first_socket_or_discards_it(fake_executor):
+    from pod_sandbox.client.transport import PrefetchConnector
+
+    host, port = fake_executor.server.server_address[:2]
+    inner = CountingConnector(host, port)
+    used = PrefetchConnector(inner, 5)
+    client = ExecutorClient(ExecutorHTTP(used))
+    client.claim(TOKEN)
+    client.health()
+    assert client.http.connections_opened == 1
+    assert fake_executor.connections == 1
+    client.http.close()
+
+    discarded = PrefetchConnector(TcpConnector(host, port), 5)
+    discarded.close()  # claim lost: the speculative connection is closed unused
+    assert fake_executor.connections == 2
+
+    failing = PrefetchConnector(TcpConnector("127.0.0.1", 1), 1)
+    with pytest.raises(SandboxConnectionError):
+        failing.open(1)

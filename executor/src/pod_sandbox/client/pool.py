@@ -161,22 +161,34 @@ class WarmPool:
         self._rng.shuffle(ready)
         return ready
 
+    def try_claim(self, pod: Mapping[str, Any], session_id: str, owner: Owner) -> dict[str, Any] | None:
+        """Claim this warm pod; None when another client got it first (or it is gone).
+
+        Raises :class:`PermissionError` when this identity may not patch pods at all.
+        """
+        name = pod["metadata"]["name"]
+        try:
+            claimed = self.kube.patch_pod_json(name, claim_patch(pod, session_id, owner, self._now()))
+        except KubernetesAPIError as exc:
+            # 422: the test failed (someone else claimed it); 404: it is gone; 409: conflict.
+            if exc.status in (404, 409, 422):
+                self.conflicts += 1
+                return None
+            if exc.status == 403:
+                raise PermissionError(f"cannot claim warm pods (RBAC: pods patch): {exc}") from exc
+            raise
+        labels = claimed.get("metadata", {}).get("labels", {})
+        if labels.get(SESSION_LABEL) == session_id and labels.get(POOL_LABEL) == POOL_CLAIMED:
+            return claimed
+        return None
+
     def claim(self, session_id: str, owner: Owner) -> dict[str, Any] | None:
         """Claim one warm pod for ``session_id``; None when no pod is free (take a cold one)."""
-        for pod in self.candidates():
-            name = pod["metadata"]["name"]
-            try:
-                claimed = self.kube.patch_pod_json(name, claim_patch(pod, session_id, owner, self._now()))
-            except KubernetesAPIError as exc:
-                # 422: the test failed (someone else claimed it); 404: it is gone; 409: conflict.
-                if exc.status in (404, 409, 422):
-                    self.conflicts += 1
-                    continue
-                if exc.status == 403:
-                    log.warning("cannot claim warm pods (RBAC: pods patch): %s", exc)
-                    return None
-                raise
-            labels = claimed.get("metadata", {}).get("labels", {})
-            if labels.get(SESSION_LABEL) == session_id and labels.get(POOL_LABEL) == POOL_CLAIMED:
-                return claimed
+        try:
+            for pod in self.candidates():
+                claimed = self.try_claim(pod, session_id, owner)
+                if claimed is not None:
+                    return claimed
+        except PermissionError as exc:
+            log.warning("%s", exc)
         return None

@@ -31,7 +31,7 @@ from .pool import WarmPool
 from .protocol import ExecutorClient
 from .session import Session, close_session
 from .template import Owner, api_port, load_template, session_pod
-from .transport import PortForwardConnector, TcpConnector
+from .transport import PortForwardConnector, PrefetchConnector, TcpConnector
 
 try:  # PandasAI is an optional extra: subclass its Sandbox when it is there.
     from pandasai.sandbox import Sandbox as _SandboxBase
@@ -227,9 +227,9 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         launcher = PodLauncher(kube)
         pod: dict[str, Any] | None = None
         warm = False
+        connector: Any = None
         if self.warm_pool:
-            pool = WarmPool(kube, min_lifetime_s=self.warm_min_lifetime_s, extra_selector=self.warm_selector)
-            pod = pool.claim(session_id, owner)
+            pod, connector = self._claim_warm(kube, session_id, owner)
             warm = pod is not None
             timings["claim_s"] = time.perf_counter() - t0
         if pod is None:
@@ -243,7 +243,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             if not warm:
                 pod = launcher.wait_ready(pod, self.startup_timeout_s)
             timings["ready_s"] = time.perf_counter() - t0
-            connector = self._connector(kube, pod, api_port(pod))
+            if connector is None:
+                connector = self._connector(kube, pod, api_port(pod))
             http = ExecutorHTTP(connector, timeout_s=self.request_timeout_s)
             client = ExecutorClient(http)
             client.claim(token)
@@ -251,6 +252,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         except BaseException as exc:
             if http is not None:
                 http.close()
+            elif connector is not None:
+                connector.close()
             try:
                 launcher.delete(name, uid)
             except Exception as cleanup:  # noqa: BLE001 - keep the original error
@@ -263,6 +266,26 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             session_id=session_id, client=client, http=http, kube=kube,
             pod_name=name, pod_uid=uid, warm=warm, timings=timings,
         )
+
+    def _claim_warm(self, kube: KubeApi, session_id: str, owner: Owner) -> tuple[dict[str, Any] | None, Any]:
+        """Claim a warm pod, opening its port-forward while the claim patch is in flight."""
+        pool = WarmPool(kube, min_lifetime_s=self.warm_min_lifetime_s, extra_selector=self.warm_selector)
+        try:
+            for candidate in pool.candidates():
+                connector = PrefetchConnector(
+                    self._connector(kube, candidate, api_port(candidate)), self.request_timeout_s
+                )
+                try:
+                    claimed = pool.try_claim(candidate, session_id, owner)
+                except BaseException:
+                    connector.close()
+                    raise
+                if claimed is not None:
+                    return claimed, connector
+                connector.close()
+        except PermissionError as exc:
+            log.warning("%s; starting a cold pod", exc)
+        return None, None
 
     def _connector(self, kube: KubeApi, pod: Mapping[str, Any], port: int) -> Any:
         mode = self.connection

@@ -78,3 +78,47 @@ class PortForwardConnector:
 
     def describe(self) -> str:
         return f"port-forward to pod {self.kube.namespace}/{self.pod_name}:{self.port}"
+
+
+class PrefetchConnector:
+    """Opens the first connection of ``inner`` in the background, right away.
+
+    Used for warm pods: the port-forward is set up while the claim patch is in flight. Nothing
+    is sent on it until the claim succeeded; ``close()`` discards it when the claim failed.
+    """
+
+    def __init__(self, inner: Any, timeout: float | None) -> None:
+        self.inner = inner
+        self._sock: Any = None
+        self._error: BaseException | None = None
+        self._taken = False
+        self._thread = threading.Thread(target=self._open, args=(timeout,), daemon=True)
+        self._thread.start()
+
+    def _open(self, timeout: float | None) -> None:
+        try:
+            self._sock = self.inner.open(timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of open()
+            self._error = exc
+
+    def open(self, timeout: float | None) -> Any:
+        if self._taken:
+            return self.inner.open(timeout)
+        self._taken = True
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._sock.settimeout(timeout)
+        return self._sock
+
+    def close(self) -> None:
+        self._thread.join()
+        if not self._taken and self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self.inner.close()
+
+    def describe(self) -> str:
+        return self.inner.describe()
