@@ -238,7 +238,11 @@ def test_prefetch_connector_hands_over_its_first_socket_or_discards_it(fake_exec
 
     discarded = PrefetchConnector(TcpConnector(host, port), 5)
     discarded.close()  # claim lost: the speculative connection is closed unused
+    deadline = time.monotonic() + 5
+    while fake_executor.connections < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert fake_executor.connections == 2
+    assert discarded._sock is not None and discarded._sock.fileno() == -1
 
     failing = PrefetchConnector(TcpConnector("127.0.0.1", 1), 1)
     with pytest.raises(SandboxConnectionError):
