@@ -92,6 +92,24 @@ class Client:
             return out
 
 
+FORK_FLOOR = r"""
+import os, gc, statistics, time
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot, numpy, pandas, pyarrow, pyarrow.parquet
+gc.collect(); gc.freeze()
+samples = []
+for _ in range(50):
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    samples.append((time.perf_counter() - t0) * 1000)
+print(statistics.median(samples))
+"""
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -190,6 +208,10 @@ def main() -> int:
             f"df = pd.read_csv({csv_path!r})\n"
             "print(json.dumps({'type': 'number', 'value': float(df.loc[df['amount'] > 50, 'amount'].mean())}))\n"
         )
+        # The floor of any fork-per-execution design on this machine, now: fork + exit + wait of a
+        # process with the same stack imported.
+        fork_floor = float(subprocess.run([sys.executable, "-c", FORK_FLOOR], capture_output=True, text=True,
+                                          check=True, env=env).stdout)
         base = []
         for _ in range(args.baseline_runs):
             t0 = time.perf_counter()
@@ -222,6 +244,7 @@ def main() -> int:
         "groupby_in_process_p50_ms": round(in_process[1], 2),
         "trivial_throughput_per_s": round(throughput, 1),
         "concurrency": args.concurrency,
+        "fork_exit_floor_p50_ms": round(fork_floor, 2),
         "fresh_process_p50_ms": round(base_p50, 1),
         "speedup_vs_fresh_process": round(base_p50 / p50, 1),
         "cpus": len(os.sched_getaffinity(0)),
@@ -236,6 +259,7 @@ def main() -> int:
     print(f"trivial code at concurrency {args.concurrency} ({args.trivial} runs): {throughput:.0f} executions/s")
     print(f"DockerSandbox way (fresh python -c importing pandas, reading CSV; {args.baseline_runs} runs): "
           f"p50 {base_p50:.0f} ms -> executor is {base_p50 / p50:.0f}x faster")
+    print(f"floor of fork-per-execution here and now: fork+exit+wait of a warm interpreter p50 {fork_floor:.2f} ms")
     print(f"machine: {figures['cpus']} CPUs, 1-min load average {figures['load_average_1m']}")
     print(json.dumps(figures))
     if args.json_out:
