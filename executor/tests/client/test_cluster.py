@@ -79,6 +79,19 @@ def datasets_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_the_client_identity_is_the_pod_manager_service_account(admin_kube, client_config):
+    """The other tests run as ServiceAccount pandasai-sandbox-sa: prove it is not the admin."""
+    from kubernetes import client  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    if client_config is admin_kube.configuration:
+        pytest.skip("ServiceAccount pandasai-sandbox-sa has no token Secret: tests run as admin")
+    core = client.CoreV1Api(client.ApiClient(client_config))
+    with pytest.raises(ApiException) as info:
+        core.list_namespaced_secret(admin_kube.namespace)
+    assert info.value.status == 403
+
+
 def test_agent_on_a_csv_dataset(make_sandbox, datasets_dir):
     path = datasets_dir / "sales.csv"
     sales().to_csv(path, index=False)
