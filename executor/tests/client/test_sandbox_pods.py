@@ -141,3 +141,16 @@ def test_sql_extraction_matches_pandasai():
     for code in samples:
         expected = list(dict.fromkeys(base._extract_sql_queries_from_code(code)))
         assert extract_sql_queries(code) == expected
+
+
+def test_a_broken_warm_pod_is_deleted_and_a_cold_pod_used(kube, fake_executor):
+    warm = pod("python-sandbox-warm1", labels={"app": "python-sandbox", MANAGED_BY_LABEL: "pandasai-pod-sandbox",
+                                               POOL_LABEL: "warm"})
+    warm["spec"] = template(1)["spec"]  # nothing listens on port 1: the warm pod is broken
+    kube.add_pod(warm)
+    with sandbox_for(kube, fake_executor) as box:
+        assert not box.session.warm
+        assert box.pod_name != "python-sandbox-warm1"
+        assert box.execute("result = {'type': 'number', 'value': 3}", {})["value"] == 3
+    assert "python-sandbox-warm1" in kube.deleted
+    assert kube.pods == {}

@@ -82,6 +82,10 @@ def raise_for_status(response: Mapping[str, Any]) -> None:
     )
 
 
+class _WarmPodFailed(SandboxStartError):
+    """A claimed warm pod could not be connected or claimed over HTTP (internal: retry cold)."""
+
+
 class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     """Run PandasAI's generated code in a fresh executor pod of the sandbox namespace.
 
@@ -192,7 +196,11 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         if self.connection == "url":
             session = self._start_url(session_id, token)
         else:
-            session = self._start_pod(session_id, token)
+            try:
+                session = self._start_pod(session_id, token, self.warm_pool)
+            except _WarmPodFailed as exc:
+                log.warning("%s; starting a cold pod instead", exc.__cause__)
+                session = self._start_pod(session_id, token, False)
         session.timings["start_s"] = time.perf_counter() - t0
         self._session = session
         self._staged = {}
@@ -219,7 +227,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             raise
         return Session(session_id=session_id, client=client, http=http)
 
-    def _start_pod(self, session_id: str, token: str) -> Session:
+    def _start_pod(self, session_id: str, token: str, use_pool: bool) -> Session:
         kube = self._kube_api()
         owner = Owner.current()
         timings: dict[str, float] = {}
@@ -228,7 +236,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         pod: dict[str, Any] | None = None
         warm = False
         connector: Any = None
-        if self.warm_pool:
+        if use_pool:
             pod, connector = self._claim_warm(kube, session_id, owner)
             warm = pod is not None
             timings["claim_s"] = time.perf_counter() - t0
@@ -258,6 +266,10 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
                 launcher.delete(name, uid)
             except Exception as cleanup:  # noqa: BLE001 - keep the original error
                 log.warning("could not delete sandbox pod %s after a failed start: %s", name, cleanup)
+            if warm and isinstance(exc, SandboxError):
+                # A broken warm pod (deleted under us, executor not answering): it is gone now;
+                # the caller falls back to a cold pod once.
+                raise _WarmPodFailed(f"warm pod {name} could not be used") from exc
             if isinstance(exc, SandboxError) and not isinstance(exc, SandboxStartError):
                 raise SandboxStartError(f"sandbox pod {name} could not be connected: {exc}") from exc
             raise
