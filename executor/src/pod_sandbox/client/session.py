@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -69,4 +70,5 @@ class Session:
 
 def close_session(session: Any) -> None:
     """Finalizer entry point (a module-level function, so it keeps no sandbox alive)."""
+    atexit.unregister(session.close)
     session.close()
