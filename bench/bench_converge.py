@@ -49,6 +49,17 @@ class Timed:
     output: str
 
     @property
+    def changed_tasks(self) -> list[str]:
+        """Names of the tasks that reported a change (Ansible's default output)."""
+        names, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                current = line[6:].split("]", 1)[0]
+            elif line.startswith("changed:") and current not in names:
+                names.append(current)
+        return names
+
+    @property
     def changed(self) -> int | None:
         found = RECAP.findall(self.output)
         return sum(int(row[1]) for row in found) if found else None
@@ -174,6 +185,8 @@ def main() -> int:
         "pod_ready_median_s": round(statistics.median(ready), 2),
         "pod_ready_s": [round(t, 2) for t in ready],
         "baseline_kinds": kinds,
+        "noop_changed_tasks": noop.changed_tasks,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "targets": {"noop_s": TARGET_NOOP_S, "converge_s": TARGET_CONVERGE_S},
         "met": {"noop": noop.seconds <= TARGET_NOOP_S and noop.changed == 0, "converge": converge.seconds <= TARGET_CONVERGE_S},
     }
@@ -189,6 +202,9 @@ def main() -> int:
         print(f"{'ratio no-op / kubectl no-op apply':42} {result['noop_over_kubectl_noop_apply']:8.1f}x")
         print(f"{'sandbox pod create -> Ready (median)':42} {statistics.median(ready):8.2f}  runs: {', '.join(f'{t:.2f}' for t in ready)}")
         print(f"targets met: no-op {result['met']['noop']}, converge {result['met']['converge']}")
+        if noop.changed:
+            print("no-op run changed: " + "; ".join(noop.changed_tasks))
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); compare ratios, not seconds")
     return 0
 
 

@@ -6,6 +6,7 @@
 #   3. tests/integration: faults (API server killed mid-converge, wrong kubeconfig, stopped
 #      cluster) and the pods/exec switch;
 #   4. the client's cluster tests (pytest -m cluster executor/tests/client), when present.
+# With CI=true (or POD_SANDBOX_FRESH_CLUSTER=1) the cluster's state is purged first.
 # Every step runs even if an earlier one failed (except when the cluster cannot come up);
 # the exit status is non-zero when any failed. The cluster keeps running afterwards.
 set -uo pipefail
@@ -33,6 +34,13 @@ step() { # NAME COMMAND...: run one step, report its time and verdict
   fi
 }
 
+# CI (CI=true) or POD_SANDBOX_FRESH_CLUSTER=1: start from an empty cluster. A machine reused from a
+# development session may hold that session's objects, node taints and stopped processes.
+if [ "${CI:-}" = true ] || [ "${POD_SANDBOX_FRESH_CLUSTER:-0}" = 1 ]; then
+  step "fresh cluster state (stop, purge etcd and kubelet state)" \
+    ansible-playbook -i inventories/local playbooks/teardown.yml --tags cluster \
+      -e pod_sandbox_teardown_cluster=true -e cluster_prep_local_teardown_purge=true
+fi
 step "molecule local" molecule test -s local
 cache=$(dirname "$KUBECONFIG")
 if ! "$cache/bin/kubectl" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 """Compare a manifest with the live object: every field the manifest sets must be on the object
-with the same value (quantities compared by value: "1" == "1000m"); fields the API server adds
-are ignored."""
+with the same value (quantities compared by value: "1" == "1000m"; a zero value the API server
+omits counts as present); fields the API server adds are ignored."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def differences(expected: Any, live: Any, path: str = "") -> list[str]:
         found: list[str] = []
         for key, value in expected.items():
             if key not in live:
-                if value in (None, {}, []):
+                # The API server omits zero values (omitempty): false, 0, "", empty lists and maps.
+                if value is None or value is False or value == 0 or value in ("", {}, []):
                     continue
                 found.append(f"{path}.{key}: missing (expected {value!r})")
             else:
