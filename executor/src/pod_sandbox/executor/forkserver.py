@@ -396,10 +396,8 @@ class ForkServer:
         result = b"" if job.result_too_large else bytes(job.buffers[spare.result_r])
         chan = self.channels[job.slot]
         try:
-            framing.send_frame(chan, framing.dumps(header))
-            framing.send_frame(chan, bytes(job.buffers[spare.out_r]))
-            framing.send_frame(chan, bytes(job.buffers[spare.err_r]))
-            framing.send_frame(chan, result)
+            framing.send_frames(chan, [framing.dumps(header), bytes(job.buffers[spare.out_r]),
+                                       bytes(job.buffers[spare.err_r]), result])
         except OSError as exc:
             log.warning("slot %d: could not answer: %s", job.slot, exc)
         for fd in job.buffers:

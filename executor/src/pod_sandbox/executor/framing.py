@@ -92,6 +92,11 @@ def send_frame(sock: socket.socket, payload: bytes) -> None:
     sock.sendall(_HEADER.pack(len(payload)) + payload)
 
 
+def send_frames(sock: socket.socket, payloads: list[bytes]) -> None:
+    """Send several frames with one sendall (one wake-up of the reader instead of one per frame)."""
+    sock.sendall(b"".join(_HEADER.pack(len(p)) + p for p in payloads))
+
+
 def dumps(obj: Any) -> bytes:
     """Compact strict JSON bytes."""
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
