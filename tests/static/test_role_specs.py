@@ -54,3 +54,16 @@ def test_spec_defaults_match_role_defaults(role: Path) -> None:
         if spec["default"] != value:
             drift.append(f"{name}: spec says {spec['default']!r}, defaults/main.yml says {value!r}")
     assert not drift, f"{role.name}: " + "; ".join(drift)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])
+def test_production_sample_lists_every_setting(role: Path) -> None:
+    """inventories/production-sample documents every role default (commented out at its default)."""
+    defaults_file = role / "defaults" / "main.yml"
+    if not defaults_file.is_file():
+        pytest.skip(f"{role.name} has no defaults")
+    sample_dir = REPO / "inventories" / "production-sample"
+    sample = "\n".join(p.read_text(encoding="utf-8") for p in sorted(sample_dir.rglob("*.yml")))
+    listed = {line.lstrip("# ").split(":", 1)[0] for line in sample.splitlines() if ":" in line}
+    missing = sorted(set(load(defaults_file)) - listed)
+    assert not missing, f"{role.name}: settings missing from inventories/production-sample: {missing}"
