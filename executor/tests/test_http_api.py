@@ -126,6 +126,11 @@ def test_files_upload_list_read_delete_and_use(server):
     assert body["result"]["value"] == 3, body
     body = server.run("execute_sql_query('SELECT 1')")
     assert body["status"] == "error" and body["error"]["type"] == "MissingDatasetError"
+    assert body["error"]["query"] == "SELECT 1"
+    long_query = "SELECT " + ", ".join(f"sales AS s{i}" for i in range(100)) + " FROM sales"
+    body = server.run(f"execute_sql_query({long_query!r})")
+    assert body["error"]["type"] == "MissingDatasetError" and body["error"]["query"] == long_query, body
+    assert len(body["error"]["message"]) < 500
     assert server.request("DELETE", "/v1/files/more.csv").status == 204
     assert server.request("DELETE", "/v1/files/more.csv").status == 404
     assert server.request("GET", "/v1/files/more.csv").status == 404

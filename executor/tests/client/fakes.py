@@ -22,7 +22,14 @@ from pod_sandbox.client.kube import WatchEvent
 
 
 class MissingDatasetError(LookupError):
-    """Same name and message shape as the executor's (``pod_sandbox.executor.child``)."""
+    """Same name, message shape and ``query`` field as the executor's (``pod_sandbox.executor.child``)."""
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+        shown = repr(query) if len(query) <= 500 else f"{query[:200]!r} ... ({len(query)} characters)"
+        super().__init__(
+            f"no dataset was staged for this query; the client must upload it and pass it in 'datasets': {shown}"
+        )
 
 
 class FakeExecutor:
@@ -162,10 +169,7 @@ class FakeExecutor:
         def execute_sql_query(sql_query: str) -> Any:
             name = datasets.get(sql_query)
             if name is None:
-                raise MissingDatasetError(
-                    "no dataset was staged for this query; the client must upload it and pass it in "
-                    f"'datasets': {str(sql_query)[:500]!r}"
-                )
+                raise MissingDatasetError(str(sql_query))
             return pd.read_parquet(io.BytesIO(self.files[name]))
 
         namespace = {"pd": pd, "np": np, "plt": plt, "execute_sql_query": execute_sql_query}
@@ -181,6 +185,8 @@ class FakeExecutor:
         except Exception as exc:  # noqa: BLE001
             status = "error"
             error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+            if isinstance(exc, MissingDatasetError):
+                error["query"] = exc.query
         return {
             "status": status,
             "result": result if status == "ok" else {"type": "none", "value": None},

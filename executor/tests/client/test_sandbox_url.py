@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,22 @@ def test_dynamic_sql_is_staged_when_the_pod_asks_for_it(sandbox, fake_executor):
     assert sandbox.execute(code, sql_env(calls)) == {"type": "number", "value": 4}
     assert calls == ["SELECT * FROM sales"]
     assert len(fake_executor.executions) == 2
+
+
+def test_dynamic_sql_longer_than_the_error_message_is_staged_whole(sandbox, fake_executor):
+    calls: list[str] = []
+    columns = ", ".join(f"sales AS s{i}" for i in range(120))
+    code = (
+        f"cols = {columns!r}\n"
+        "df = execute_sql_query('SELECT ' + cols + ' FROM sales')\n"
+        "result = {'type': 'number', 'value': len(df.columns)}"
+    )
+    query = f"SELECT {columns} FROM sales"
+    assert len(query) > 1500
+    assert sandbox.execute(code, sql_env(calls))["type"] == "number"
+    assert calls == [query]
+    assert len(fake_executor.executions) == 2
+    assert fake_executor.executions[1]["datasets"].keys() == {query}
 
 
 def test_errors_raise_with_the_in_pod_traceback(sandbox):
@@ -189,3 +206,36 @@ def test_missing_query_matches_the_real_executor_message():
         namespace["execute_sql_query"](query)
     response = {"status": "error", "error": {"type": "MissingDatasetError", "message": str(info.value)}}
     assert missing_query(response) == query
+
+
+def test_missing_query_reads_the_structured_field_whole():
+    query = "SELECT " + ", ".join(f"col_{i}" for i in range(200)) + " FROM t"
+    assert len(query) > 500
+    message = "no dataset was staged for this query; the client must upload it and pass it in 'datasets': 'SELECT'"
+    response = {"status": "error", "error": {"type": "MissingDatasetError", "message": message, "query": query}}
+    assert missing_query(response) == query
+    response["error"]["query"] = 42
+    assert missing_query(response) is None  # a malformed field is not silently replaced by the message
+    response["error"]["query"] = ""
+    assert missing_query(response) is None
+
+
+def test_long_missing_query_survives_the_real_executor_path():
+    child = pytest.importorskip("pod_sandbox.executor.child")
+    runner = pytest.importorskip("pod_sandbox.executor.runner")
+    namespace = child.build_namespace({}, {}, "/nonexistent")
+    query = "SELECT " + " + ".join(f"\"x{i}\"" for i in range(300)) + " AS total FROM \"t\" WHERE a = 'it''s'"
+    assert len(query) > 2000
+    with pytest.raises(child.MissingDatasetError) as info:
+        namespace["execute_sql_query"](query)
+    error = child._error(info.value)
+    assert error["query"] == query
+    assert len(error["message"]) < 500  # the human message stays short
+    payload = json.dumps({"status": "error", "result": None, "error": error, "peak_rss_bytes": 0}).encode()
+    status, _result, decided = runner.decide({"exit_code": 0}, payload, 1.0, 1 << 20)
+    assert status == "error" and decided is not None and decided["query"] == query
+    response = {"status": status, "error": decided}
+    assert missing_query(response) == query
+    # a client that predates error.query must not stage a cut query: the message does not parse
+    without_field = {"status": "error", "error": {k: v for k, v in decided.items() if k != "query"}}
+    assert missing_query(without_field) is None

@@ -51,7 +51,10 @@ def missing_query(response: Mapping[str, Any]) -> str | None:
     error = response.get("error") or {}
     if response.get("status") != "error" or error.get("type") != MISSING_DATASET_ERROR:
         return None
-    message = error.get("message", "")
+    query = error.get("query")
+    if query is not None:  # the executor's structured field: the whole query, any length
+        return query if isinstance(query, str) and query else None
+    message = error.get("message", "")  # executors before error.query: the repr in the message
     marker = "'datasets': "
     if marker not in message:
         return None

@@ -24,8 +24,30 @@ EXIT_SETUP_FAILED = 120
 EXIT_CRASHED = 121
 
 
+#: Queries up to this length appear whole in MissingDatasetError's message (older clients parse
+#: it); longer ones are cut there and travel whole in the error's ``query`` field only.
+MISSING_QUERY_IN_MESSAGE = 500
+
+
 class MissingDatasetError(LookupError):
-    """``execute_sql_query`` got a query the client did not stage in ``datasets``."""
+    """``execute_sql_query`` got a query the client did not stage in ``datasets``.
+
+    ``query`` is the full text the code asked for; the message shows at most
+    :data:`MISSING_QUERY_IN_MESSAGE` characters of it. The execute response carries ``query``
+    as ``error.query`` so the client can stage SQL built at run time, whatever its length.
+    """
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+        if len(query) <= MISSING_QUERY_IN_MESSAGE:
+            shown = repr(query)
+        else:  # not a Python literal: a client parsing the message must not stage a cut query
+            shown = (f"{query[:200]!r} ... ({len(query)} characters; the whole query is in the "
+                     f"error's 'query' field)")
+        super().__init__(
+            f"no dataset was staged for this query; the client must upload it and pass it in "
+            f"'datasets': {shown}"
+        )
 
 
 def close_fds_except(keep: set[int]) -> None:
@@ -116,6 +138,7 @@ def spare_main(
 
 
 def _error(exc: BaseException, skip_frames: int = 1) -> dict[str, str]:
+    """The error object of the response: type, message, traceback (and ``query``, see below)."""
     tb = exc.__traceback__
     for _ in range(skip_frames):
         if tb is not None and tb.tb_next is not None:
@@ -130,7 +153,14 @@ def _error(exc: BaseException, skip_frames: int = 1) -> dict[str, str]:
         message = str(exc)[:8192]
     except BaseException:  # noqa: BLE001 - user exceptions may break __str__
         message = "(message unavailable)"
-    return {"type": type(exc).__name__, "message": message, "traceback": text}
+    error = {"type": type(exc).__name__, "message": message, "traceback": text}
+    try:  # a user subclass may break the attribute
+        query = exc.query if isinstance(exc, MissingDatasetError) else None
+    except BaseException:  # noqa: BLE001
+        query = None
+    if isinstance(query, str):
+        error["query"] = query
+    return error
 
 
 def _make_scratch(scratch: str) -> None:
@@ -198,10 +228,7 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
         if name is None and isinstance(sql_query, str):
             name = datasets.get(sql_query.strip())
         if name is None:
-            raise MissingDatasetError(
-                f"no dataset was staged for this query; the client must upload it and pass it in "
-                f"'datasets': {str(sql_query)[:500]!r}"
-            )
+            raise MissingDatasetError(str(sql_query))
         return load_dataset(name)
 
     return {

@@ -16,6 +16,7 @@ from .forkserver import ForkServerHandle
 
 log = logging.getLogger("pod_sandbox.runner")
 ANSWER_GRACE_S = 20.0
+MISSING_DATASET_ERROR = "MissingDatasetError"
 
 
 class SlotsBusy(Exception):
@@ -61,7 +62,10 @@ def decide(header: dict[str, Any], result_bytes: bytes, timeout_s: float, max_re
                 if not (isinstance(error, dict) and all(isinstance(error.get(k), str)
                                                         for k in ("type", "message", "traceback"))):
                     raise ValueError("error object")
+                query = error.get("query")
                 error = {k: error[k] for k in ("type", "message", "traceback")}
+                if isinstance(query, str) and error["type"] == MISSING_DATASET_ERROR:
+                    error["query"] = query  # the full text of an unstaged SQL query
             else:
                 error = None
             if not header.get("peak_rss_bytes") and isinstance(reported.get("peak_rss_bytes"), int):
