@@ -2,7 +2,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: PandasAI pod-sandbox maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Probe a sandbox pod's executor API through a Kubernetes port-forward (no kubectl)."""
+"""Probe a sandbox pod's executor API through a Kubernetes port-forward (no kubectl), optionally on a throwaway test pod."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -23,18 +23,36 @@ description:
     (a random one unless I(token) is given), and C(POST /v1/execute) with I(code).
   - Fails with a message naming the call and the HTTP status when a call does not answer 2xx, or
     when the port-forward cannot be opened.
+  - With I(pod) it first creates a test pod from that manifest, polls it until Ready (failing
+    early, with the reason, on an image pull error or a crash), probes it, and always deletes it
+    (grace period 0, retried through a short API outage). On failure the message carries the
+    pod's events and the last lines of its log. This is the deployment guide's verification in
+    one module run (one process, one API session) instead of four tasks.
   - It reports C(changed=false) - the claim only sets the bearer token, in memory, of the pod
-    being probed (normally a throwaway test pod). In check mode it does nothing and returns
-    C(skipped=true).
+    being probed, and a test pod made from I(pod) is gone when the module returns. In check mode
+    it does nothing and returns C(skipped=true).
 options:
   name:
-    description: Name of the sandbox pod.
+    description: Name of an existing sandbox pod to probe. Exactly one of I(name) and I(pod).
     type: str
-    required: true
+  pod:
+    description:
+      - A Pod manifest (for example the one published by the pod_template role) to start a test
+        pod from. Its C(metadata.name) is dropped in favour of C(generateName) so runs never
+        collide. Exactly one of I(name) and I(pod).
+    type: dict
   namespace:
     description: Namespace of the pod.
     type: str
     required: true
+  ready_timeout:
+    description: With I(pod), seconds to wait for the test pod to become Ready.
+    type: int
+    default: 120
+  log_tail_lines:
+    description: With I(pod), how many lines of the test pod's log a failure message carries.
+    type: int
+    default: 40
   port:
     description: Container port of the executor API.
     type: int
@@ -73,6 +91,13 @@ requirements:
 """
 
 EXAMPLES = r"""
+- name: Start a test pod from a manifest, probe it, delete it
+  pandasai.pod_sandbox.sandbox_probe:
+    pod: "{{ lookup('ansible.builtin.file', 'pod.yaml') | from_yaml }}"
+    namespace: pandasai-sandbox
+    code: 'result = {"type": "number", "value": 6 * 7}'
+  register: probe
+
 - name: Check the executor of a test pod and run one execution
   pandasai.pod_sandbox.sandbox_probe:
     name: python-sandbox-abcde
@@ -88,6 +113,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+pod:
+  description: The test pod made from I(pod) (already deleted) - name, node and seconds from create to Ready.
+  returned: when I(pod) is given and not in check mode
+  type: dict
+  sample: {"name": "python-sandbox-x7k2p", "node": "localhost", "ready_seconds": 2.4, "deleted": true}
 health:
   description: Status and JSON body of C(GET /health).
   returned: when I(health=true) and not in check mode
@@ -105,6 +135,7 @@ execute:
   sample: {"status_code": 200, "body": {"status": "ok", "result": {"type": "number", "value": 42}}, "elapsed_ms": 25.0}
 """
 
+import copy
 import http.client
 import json
 import re
@@ -127,6 +158,10 @@ try:
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import (
         CoreException,
     )
+    from ansible_collections.pandasai.pod_sandbox.plugins.module_utils.k8s_json import (
+        K8sJSONError,
+        call,
+    )
     from kubernetes.client import CoreV1Api
     from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import portforward
@@ -135,6 +170,13 @@ except ImportError:
     pass
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+#: Container waiting reasons after which a test pod will not become Ready without a change.
+WAITING_FATAL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+                           "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff",
+                           "RunContainerError"})
+DELETE_ATTEMPTS = 10
+DELETE_RETRY_DELAY_S = 3.0
+READY_POLL_S = 0.25
 
 
 class ProbeError(Exception):
@@ -248,10 +290,143 @@ def run_probe(api: Any, params: Dict[str, Any]) -> Dict[str, Any]:
     return results
 
 
+def pods_path(namespace: str, name: str = "", sub: str = "") -> str:
+    """API path of the pods collection, a pod, or one of its subresources."""
+    return "/api/v1/namespaces/%s/pods%s%s" % (namespace, "/" + name if name else "", "/" + sub if sub else "")
+
+
+def test_pod_manifest(manifest: Dict[str, Any], namespace: str) -> Dict[str, Any]:
+    """A copy of ``manifest`` fit for creating a throwaway pod: generateName, namespace, no server fields."""
+    if not isinstance(manifest, dict) or manifest.get("kind", "Pod") != "Pod":
+        raise ProbeError("pod must be a Pod manifest (kind Pod), got kind %r"
+                         % (manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__))
+    pod = copy.deepcopy(manifest)
+    meta = pod.setdefault("metadata", {})
+    name = meta.pop("name", None)
+    meta.setdefault("generateName", (name or "sandbox-verify") + "-")
+    meta["namespace"] = namespace
+    for server_field in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "selfLink"):
+        meta.pop(server_field, None)
+    pod.pop("status", None)
+    pod["apiVersion"], pod["kind"] = "v1", "Pod"
+    if not isinstance(pod.get("spec"), dict) or not pod["spec"].get("containers"):
+        raise ProbeError("pod must have spec.containers")
+    return pod
+
+
+def pod_ready(pod: Dict[str, Any]) -> bool:
+    """Whether the pod's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pod_problem(pod: Dict[str, Any]) -> Optional[str]:
+    """Why the pod will not become Ready by waiting longer, or None."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return "phase %s %s" % (status["phase"], status.get("reason") or status.get("message") or "")
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in WAITING_FATAL:
+            return "container %s: %s: %s" % (container.get("name"), waiting["reason"], waiting.get("message", ""))
+    return None
+
+
+def wait_ready(api_client: Any, namespace: str, name: str, timeout: float) -> Dict[str, Any]:
+    """Poll the pod until it is Ready; a ProbeError with the reason if it fails or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = call(api_client, "GET", pods_path(namespace, name))
+        if pod_ready(pod):
+            return pod
+        problem = pod_problem(pod)
+        if problem:
+            raise ProbeError("test pod %s/%s will not become Ready: %s" % (namespace, name, problem))
+        if time.monotonic() >= deadline:
+            raise ProbeError("test pod %s/%s not Ready after %s s (phase %s)"
+                             % (namespace, name, int(timeout), (pod.get("status") or {}).get("phase", "?")))
+        time.sleep(READY_POLL_S)
+
+
+def diagnostics(api_client: Any, namespace: str, name: str, tail_lines: int) -> str:
+    """The pod's events and last log lines, for a failure message; never raises."""
+    lines = []
+    try:
+        events = call(api_client, "GET", "/api/v1/namespaces/%s/events" % namespace,
+                      query={"fieldSelector": "involvedObject.name=%s" % name}).get("items") or []
+        lines.append("Events: " + ("; ".join("%s: %s" % (e.get("reason"), (e.get("message") or "").strip())
+                                             for e in events[-10:]) or "(none)"))
+    except Exception as exc:  # diagnostics must not hide the failure they explain
+        lines.append("Events: unavailable (%s)" % exc)
+    try:
+        log = call(api_client, "GET", pods_path(namespace, name, "log"), query={"tailLines": tail_lines})
+        text = log if isinstance(log, str) else json.dumps(log)
+        lines.append("Log (last %d lines): %s" % (tail_lines, text.strip() or "(empty)"))
+    except Exception as exc:  # e.g. the container never started
+        lines.append("Log: unavailable (%s)" % exc)
+    return "\n".join(lines)
+
+
+def delete_pod(api_client: Any, namespace: str, name: str) -> None:
+    """Delete the pod at once, retrying through a short API outage; a pod already gone is fine."""
+    last: Optional[Exception] = None
+    for attempt in range(DELETE_ATTEMPTS):
+        if attempt:
+            time.sleep(DELETE_RETRY_DELAY_S)
+        try:
+            call(api_client, "DELETE", pods_path(namespace, name),
+                 {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0})
+            return
+        except K8sJSONError as exc:
+            if exc.status == 404:
+                return
+            if exc.status in (401, 403):
+                raise ProbeError("may not delete test pod %s/%s: %s" % (namespace, name, exc)) from exc
+            last = exc
+        except Exception as exc:  # connection errors while the API server restarts
+            last = exc
+    raise ProbeError("could not delete test pod %s/%s after %d attempts (%s): delete it by hand"
+                     % (namespace, name, DELETE_ATTEMPTS, last))
+
+
+def run_test_pod(api_client: Any, core: Any, params: Dict[str, Any]) -> Dict[str, Any]:
+    """Create a test pod from params['pod'], wait until Ready, probe it, always delete it."""
+    namespace = params["namespace"]
+    manifest = test_pod_manifest(params["pod"], namespace)
+    started = time.monotonic()
+    try:
+        name = call(api_client, "POST", pods_path(namespace), manifest)["metadata"]["name"]
+    except K8sJSONError as exc:
+        raise ProbeError("cannot create a test pod in %s: %s" % (namespace, exc)) from exc
+    results: Dict[str, Any] = {}
+    try:
+        pod = wait_ready(api_client, namespace, name, float(params["ready_timeout"]))
+        ready_seconds = round(time.monotonic() - started, 2)
+        results = run_probe(core, dict(params, name=name))
+        results["pod"] = {"name": name, "node": (pod.get("spec") or {}).get("nodeName", ""),
+                          "ready_seconds": ready_seconds}
+    except (ProbeError, K8sJSONError) as exc:
+        details = diagnostics(api_client, namespace, name, params["log_tail_lines"])
+        try:
+            delete_pod(api_client, namespace, name)
+        except ProbeError as delete_exc:
+            details += "\n" + str(delete_exc)
+        raise ProbeError("%s\n%s" % (exc, details)) from exc
+    except BaseException:
+        delete_pod(api_client, namespace, name)
+        raise
+    delete_pod(api_client, namespace, name)
+    results["pod"]["deleted"] = True
+    return results
+
+
 def main() -> None:
     argument_spec = dict(
-        name=dict(type="str", required=True),
+        name=dict(type="str"),
+        pod=dict(type="dict"),
         namespace=dict(type="str", required=True),
+        ready_timeout=dict(type="int", default=120),
+        log_tail_lines=dict(type="int", default=40),
         port=dict(type="int", default=8080),
         health=dict(type="bool", default=True),
         claim=dict(type="bool", default=True),
@@ -261,28 +436,34 @@ def main() -> None:
         timeout=dict(type="float", default=60.0),
     )
     argument_spec.update(AUTH_ARG_SPEC)
-    module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleK8SModule(argument_spec=argument_spec, supports_check_mode=True,
+                              mutually_exclusive=[("name", "pod")], required_one_of=[("name", "pod")])
     params = module.params
+    target = "pod %s/%s" % (params["namespace"], params["name"]) if params["name"] else "a test pod in %s" % params["namespace"]
     if not 1 <= params["port"] <= 65535:
         module.fail_json(msg="port must be 1-65535, got %s" % params["port"])
     if params["token"] is not None and not TOKEN_RE.match(params["token"]):
         module.fail_json(msg="token must be 32 to 256 URL-safe characters [A-Za-z0-9_-]")
-    if params["timeout"] <= 0 or params["execute_timeout"] <= 0:
-        module.fail_json(msg="timeout and execute_timeout must be positive")
+    if params["timeout"] <= 0 or params["execute_timeout"] <= 0 or params["ready_timeout"] <= 0:
+        module.fail_json(msg="timeout, execute_timeout and ready_timeout must be positive")
+    if params["log_tail_lines"] < 0:
+        module.fail_json(msg="log_tail_lines must not be negative, got %s" % params["log_tail_lines"])
     if module.check_mode:
         module.exit_json(changed=False, skipped=True,
-                         msg="check mode: the probe of %s/%s was not run" % (params["namespace"], params["name"]))
+                         msg="check mode: the probe of %s was not run" % target)
     try:
         client = get_api_client(module=module)
         api = CoreV1Api(client.client.client)
-        results = run_probe(api, params)
+        if params["pod"] is not None:
+            results = run_test_pod(client.client.client, api, params)
+        else:
+            results = run_probe(api, params)
     except CoreException as exc:
         module.fail_json(msg="cannot connect to the Kubernetes API: %s" % exc)
     except ProbeError as exc:
-        module.fail_json(msg="sandbox probe of pod %s/%s failed: %s" % (params["namespace"], params["name"], exc))
+        module.fail_json(msg="sandbox probe of %s failed: %s" % (target, exc))
     except Exception as exc:  # report anything unexpected with its traceback, never a bare crash
-        module.fail_json(msg="sandbox probe of pod %s/%s failed: %s: %s"
-                         % (params["namespace"], params["name"], type(exc).__name__, exc),
+        module.fail_json(msg="sandbox probe of %s failed: %s: %s" % (target, type(exc).__name__, exc),
                          exception=traceback.format_exc())
     module.exit_json(changed=False, **results)
 
