@@ -151,26 +151,57 @@ class ExecutorProcess:
                 continue
         return out
 
-    def idle_process_count(self) -> int:
-        """HTTP process + fork-server + spares: what must remain once work is over."""
+    def idle_spares(self) -> int:
+        """Spare children kept ready (``--spares``, default 2)."""
         spares = 2
         for i, a in enumerate(self.args):
             if a == "--spares":
                 spares = int(self.args[i + 1])
-        return 2 + spares
+        return spares
+
+    def idle_process_count(self) -> int:
+        """HTTP process + fork-server + zygote + spares: what must remain once work is over."""
+        return 3 + self.idle_spares()
+
+    def roles(self) -> dict[str, list[psutil.Process]]:
+        """The live tree by role: ``http``, ``forkserver``, ``zygote``, ``spare`` (children of a
+        zygote) and ``other`` (anything deeper or elsewhere)."""
+        tree = [p for p in self.tree() if _alive(p)]
+        out: dict[str, list[psutil.Process]] = {"http": [], "forkserver": [], "zygote": [], "spare": [], "other": []}
+        if not tree:
+            return out
+        out["http"] = [tree[0]]
+        parent_role = {tree[0].pid: "http"}
+        below = {"http": "forkserver", "forkserver": "zygote", "zygote": "spare"}
+        pending = tree[1:]
+        while pending:  # parents before children, whatever order psutil listed them in
+            progressed = False
+            for p in list(pending):
+                ppid = _ppid(p)
+                if ppid in parent_role:
+                    role = below.get(parent_role[ppid], "other")
+                    out[role].append(p)
+                    parent_role[p.pid] = role
+                    pending.remove(p)
+                    progressed = True
+            if not progressed:
+                out["other"].extend(pending)
+                break
+        return out
+
+    def long_lived(self) -> list[psutil.Process]:
+        """HTTP process, fork-server and zygote (the processes that hold memory across executions)."""
+        roles = self.roles()
+        return roles["http"] + roles["forkserver"] + roles["zygote"]
 
     def leftovers(self) -> list[psutil.Process]:
-        """Processes beyond HTTP process + fork-server + its idle spares, or outside the tree."""
-        tree = [p for p in self.tree() if _alive(p)]
-        if not tree:
+        """Processes beyond HTTP process + fork-server + zygote + its idle spares, or outside the tree."""
+        roles = self.roles()
+        if not roles["http"]:
             return []
-        http_pid = tree[0].pid
-        forkservers = [p for p in tree[1:] if _ppid(p) == http_pid]
-        fs_pids = {p.pid for p in forkservers}
-        spares = [p for p in tree[1:] if _ppid(p) in fs_pids]
-        deeper = [p for p in tree[1:] if _ppid(p) not in fs_pids | {http_pid}]
-        extra = list(deeper) + forkservers[1:] + spares[self.idle_process_count() - 2:]
-        tree_pids = {p.pid for p in tree}
+        extra = (roles["other"] + roles["forkserver"][1:] + roles["zygote"][1:]
+                 + roles["spare"][self.idle_spares():])
+        tree_pids = {p.pid for ps in roles.values() for p in ps}
         for p in self.sandbox_user_processes():
             if p.pid not in tree_pids and _cwd_under(p, self.root):
                 extra.append(p)

@@ -16,6 +16,13 @@ MIB = 1024 * 1024
 pytestmark = pytest.mark.timeout(120)
 
 
+#: Prefix for cases aiming at the server processes: zygote (parent), fork-server, HTTP process.
+PARENTS = ("import os\n"
+           "def parent_of(pid):\n"
+           "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+           "zygote = os.getppid()\nforkserver = parent_of(zygote)\nhttp = parent_of(forkserver)\n")
+
+
 @dataclass
 class Case:
     """One hostile execution and what the answer must be."""
@@ -101,8 +108,10 @@ CASES = [
          "                found.append(open(f'/proc/{p}/{f}', 'rb').read(1 << 16).decode(errors='replace'))\n"
          "            except OSError:\n                pass\nresult = {'type': 'string', 'value': '\\n'.join(found)}",
          "ok", None, _no_secrets),
-    Case("proc_mem_of_http_server", "import os\nhttp = int(open(f'/proc/{os.getppid()}/stat').read().split()[3])\n"
-         "open(f'/proc/{http}/mem', 'rb').read(10)", "error", None, _err("PermissionError")),
+    Case("proc_mem_of_http_server", PARENTS + "open(f'/proc/{http}/mem', 'rb').read(10)", "error", None,
+         _err("PermissionError")),
+    Case("proc_mem_of_zygote", "import os\nopen(f'/proc/{os.getppid()}/mem', 'rb').read(10)", "error", None,
+         _err("PermissionError")),
     Case("read_token_file", "result = {'type': 'string', 'value': open(TOKEN_FILE).read()}", "error", None,
          _all(_err("PermissionError"), _no_secrets)),
     Case("env_has_no_secrets", "import os\nresult = {'type': 'string', 'value': repr(dict(os.environ))}", "ok",
@@ -111,8 +120,11 @@ CASES = [
     Case("write_into_code_dir", "import pod_sandbox, os\nopen(os.path.join(os.path.dirname(pod_sandbox.__file__), "
          "'evil.py'), 'w')", "error", None, _err("PermissionError")),
     Case("kill_parent", "import os\nos.kill(os.getppid(), 9)", "error", None, _err("PermissionError")),
-    Case("kill_http_server", "import os, signal\nhttp = int(open(f'/proc/{os.getppid()}/stat').read().split()[3])\n"
-         "os.kill(http, signal.SIGTERM)", "error", None, _err("PermissionError")),
+    Case("kill_http_server", PARENTS + "import signal\nos.kill(http, signal.SIGTERM)", "error", None,
+         _err("PermissionError")),
+    Case("kill_fork_server", PARENTS + "os.kill(forkserver, 9)", "error", None, _err("PermissionError")),
+    Case("kill_zygote_group", PARENTS + "os.killpg(os.getpgid(zygote), 9)", "error", None,
+         _err("PermissionError")),
     Case("kill_every_process", "import os\nos.kill(-1, 9)", "error", None, _err("PermissionError")),
     Case("killpg_server_group", "import os\nos.killpg(os.getpgid(os.getppid()), 9)", "error", None,
          _err("PermissionError")),
@@ -161,9 +173,9 @@ def test_hostile_code(hostile_server: ExecutorProcess, case: Case) -> None:
         extra = hostile_server.wait_no_leftovers()
     assert not extra, [(p.pid, p.cmdline()) for p in extra]
     deadline = time.monotonic() + 5
-    while len(hostile_server.scratch_dirs()) > hostile_server.idle_process_count() - 2 and time.monotonic() < deadline:
+    while len(hostile_server.scratch_dirs()) > hostile_server.idle_spares() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(hostile_server.scratch_dirs()) <= hostile_server.idle_process_count() - 2, hostile_server.scratch_dirs()
+    assert len(hostile_server.scratch_dirs()) <= hostile_server.idle_spares(), hostile_server.scratch_dirs()
     assert not poller.failures, poller.failures
     assert poller.polls > 0 and poller.worst_s < 2.0, poller.worst_s
     assert hostile_server.proc.poll() is None

@@ -25,10 +25,9 @@ def load_server() -> Iterator[ExecutorProcess]:
 
 
 def _server_rss(server: ExecutorProcess) -> int:
-    """RSS of the HTTP process plus the fork-server (the long-lived processes)."""
-    tree = server.tree()
+    """RSS of the HTTP process, the fork-server and the zygote (the long-lived processes)."""
     total = 0
-    for p in tree[:2]:
+    for p in server.long_lived():
         try:
             total += p.memory_info().rss
         except psutil.NoSuchProcess:

@@ -1,8 +1,9 @@
 """What runs inside one forked sandbox child: confine itself, wait for a job, run it, report.
 
-The child is forked from the warm fork-server (pandas, numpy, matplotlib, pyarrow imported). It
+The child is forked from the warm zygote (pandas, numpy, matplotlib, pyarrow imported). It
 talks on its own fds only: ``job_fd`` (one frame in), ``result_fd`` (one frame out, never stdout),
-fds 1 and 2 (pipes the fork-server reads with a cap). It never returns: it ends in ``os._exit``.
+fds 1 and 2 (pipes the fork-server reads with a cap: the zygote handed it their read ends). It
+never returns: it ends in ``os._exit``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def spare_main(
     datasets_cache: Mapping[str, Any],
     data_dir: str,
     scratch: str,
+    parent_pid: int | None = None,
 ) -> None:
     """Entry point right after fork(); never returns.
 
@@ -83,6 +85,8 @@ def spare_main(
     try:
         os.setsid()
         isolation.die_with_parent()
+        if parent_pid is not None and os.getppid() != parent_pid:
+            os._exit(EXIT_SETUP_FAILED)  # the parent died before PDEATHSIG was armed
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_fd, 1)

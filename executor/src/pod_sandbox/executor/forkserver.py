@@ -1,11 +1,14 @@
-"""The single-threaded fork-server: keeps a warm interpreter and runs each job in a fresh child.
+"""The single-threaded fork-server: answers the HTTP process and watches each job's child.
 
 It is forked from the HTTP process before any WSGI thread exists and before the token is read,
 so its memory (and every child's) holds no secret, and fork() never happens in a threaded
-process. It talks to the HTTP process over one socketpair per execution slot:
+process. It imports the scientific stack, ``gc.freeze()``s, and forks the **zygote**
+(:mod:`.zygote`) once; the zygote forks every spare child and hands over its pipes, so this
+loop never blocks in ``fork()``. It talks to the HTTP process over one socketpair per
+execution slot:
 
 * request frame (JSON): ``{"code", "timeout_s", "max_output_bytes", "datasets"}``
-* answer: a header frame (JSON, process facts) then a frame with the child's raw result bytes.
+* answer: a header frame (JSON, process facts) then stdout, stderr and the child's raw result.
 
 It only reports facts (exit code, signal, timeout, truncation, rusage); the HTTP side
 (:mod:`.runner`) turns them into the response status.
@@ -13,36 +16,43 @@ It only reports facts (exit code, signal, timeout, truncation, rusage); the HTTP
 
 from __future__ import annotations
 
-import errno
 import gc
 import json
 import logging
 import os
+import select
 import selectors
 import shutil
 import signal
 import socket
 import sys
 import time
-import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, framing, isolation
+from . import datacache, framing, handoff, isolation, zygote
 from .config import Config
+from .datacache import Signature
 
 log = logging.getLogger("pod_sandbox.forkserver")
 EXIT_GRACE_S = 1.0
 READ_CHUNK = 65536
-#: After answering, wait this long for the next request before doing housekeeping (forking a
-#: replacement spare, removing scratch dirs): a sequential client's next request then finds a
-#: ready spare and an idle fork-server; with a job running, housekeeping overlaps it instead.
-HOUSEKEEPING_DELAY_S = 0.004
+#: A job that finds no ready spare for this long is answered with an error (SandboxError).
+PENDING_MAX_S = 10.0
+#: After the zygote failed to fork, ask again only after this pause.
+SPAWN_RETRY_S = 0.1
+ZYGOTE_SEND_TIMEOUT_S = 5.0
+#: More zygote deaths than this within the window and the fork-server gives up (HTTP -> 503).
+ZYGOTE_MAX_DEATHS = 5
+ZYGOTE_DEATH_WINDOW_S = 60.0
+#: Never a file signature: marks a dataset the zygote has not checked yet.
+UNCHECKED: Signature = (-1, -1, -1)
 
 
 @dataclass
 class Spare:
-    """A child forked in advance, confined, blocked reading its job pipe."""
+    """A child the zygote forked in advance, confined, blocked reading its job pipe."""
 
     pid: int
     job_w: int
@@ -76,12 +86,16 @@ class Job:
 
 
 @dataclass
-class CachedFrame:
-    """A dataset loaded in the fork-server so children inherit it copy-on-write."""
+class PendingJob:
+    """A request waiting for a spare (and for its datasets to be loaded in the zygote)."""
 
-    signature: tuple[int, int, int]
-    frame: Any
-    nbytes: int
+    slot: int
+    payload: bytes
+    timeout_s: float
+    out_cap: int
+    datasets: list[str]
+    needs_seq: int
+    queued: float
 
 
 def preload() -> dict[str, str]:
@@ -115,7 +129,7 @@ def preload() -> dict[str, str]:
 
 
 class ForkServer:
-    """The event loop: channels from the HTTP process, child pipes, SIGCHLD, deadlines."""
+    """The event loop: channels from the HTTP process, the zygote's channel, child pipes, deadlines."""
 
     def __init__(self, config: Config, channels: list[socket.socket], protected_pids: tuple[int, ...]) -> None:
         self.config = config
@@ -124,29 +138,36 @@ class ForkServer:
         self.protected_pids = protected_pids
         self.sel = selectors.DefaultSelector()
         self.spares: list[Spare] = []
+        self.requested = 0                      # spares asked of the zygote, not yet received
+        self.pending: deque[PendingJob] = deque()
         self.jobs: dict[int, Job] = {}          # pid -> job
         self.fd_owner: dict[int, Job] = {}      # pipe fd -> job
-        self.cache: dict[str, CachedFrame] = {}
-        self.cache_view: dict[str, Any] = {}
-        self.generation = 0
+        self.generation = 0                     # the zygote's dataset generation, as last reported
+        self.checked: dict[str, Signature | None] = {}  # dataset -> file version the zygote checked
+        self.cached_names: set[str] = set()
+        self.asking: dict[str, tuple[Signature | None, int]] = {}  # dataset -> (version, request seq)
+        self.cache_seq = 0
+        self.cache_done = 0
+        self.zygote_pid = 0
+        self.zygote_sock: socket.socket | None = None
+        self.zygote_deaths: list[float] = []
+        self.spawn_retry_at = 0.0
         self.stopping = False
         self.baseline_vm = 0
-        self.seccomp_program = b""
-        self.discarded_scratch: list[str] = []
-        self.last_answer = 0.0
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Confine the server process itself, warm the interpreter, install signal handling."""
+        """Confine the server process itself, warm the interpreter, start the zygote."""
         isolation.make_undumpable()
-        isolation.become_subreaper()
+        isolation.become_subreaper()  # if the zygote dies, its orphans come here
         isolation.die_with_parent()
+        if os.getppid() != self.protected_pids[0]:  # the HTTP process died before PDEATHSIG was armed
+            raise OSError(f"fork-server: parent {self.protected_pids[0]} is gone")
         os.makedirs(self.config.scratch_root, mode=0o700, exist_ok=True)
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             os.environ.setdefault(name, "1")  # before numpy loads BLAS: no BLAS threads in the parent
         preload()
-        self.seccomp_program = isolation.compile_seccomp(self.protected_pids)
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
@@ -160,35 +181,195 @@ class ForkServer:
         gc.collect()
         gc.freeze()
         self.baseline_vm = isolation.address_space_bytes()
+        self.start_zygote()
 
     def _on_term(self, *_: Any) -> None:
         self.stopping = True
 
-    # -- spares ------------------------------------------------------------------------------
-    def fork_spare(self) -> Spare:
-        """Fork a confined child that waits for its job."""
-        job_r, job_w = os.pipe()
-        result_r, result_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child
-            try:
-                child.spare_main(job_r, result_w, out_w, err_w, self.seccomp_program,
-                                 self.cache_view, self.config.data_dir, scratch)
-            finally:
-                os._exit(child.EXIT_CRASHED)
-        for fd in (job_r, result_w, out_w, err_w):
-            os.close(fd)
-        for fd in (result_r, out_r, err_r):
-            os.set_blocking(fd, False)
-        return Spare(pid, job_w, result_r, out_r, err_r, self.generation, scratch)
+    # -- the zygote --------------------------------------------------------------------------
+    def start_zygote(self) -> None:
+        """Fork the zygote (the only fork this process makes, at start and after a zygote death)."""
+        inherited = [*self.channels, self.wake_r, self.wake_w]
+        self.zygote_pid, sock = zygote.start_zygote(self.config, self.protected_pids, inherited)
+        sock.setblocking(False)
+        self.zygote_sock = sock
+        self.sel.register(sock, selectors.EVENT_READ, ("zygote", None))
+        self.generation = 0
+        self.checked.clear()
+        self.cached_names.clear()
+        self.asking.clear()
+        self.cache_done = self.cache_seq
+        self.requested = 0
 
+    def to_zygote(self, message: dict[str, Any]) -> None:
+        """Send the zygote a request; a zygote that stops reading for seconds is killed."""
+        sock = self.zygote_sock
+        if sock is None:
+            return
+        deadline = time.monotonic() + ZYGOTE_SEND_TIMEOUT_S
+        while True:
+            try:
+                handoff.send(sock, message)
+                return
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left > 0 and select.select([], [sock], [], left)[1]:
+                    continue
+                log.error("the zygote stopped reading its requests: killing it")
+            except OSError as exc:
+                log.error("the zygote's channel broke: %s", exc)
+            self.kill_zygote()
+            return
+
+    def kill_zygote(self) -> None:
+        """SIGKILL the zygote (its spares die with it) and treat it as lost."""
+        if self.zygote_pid:
+            try:
+                os.kill(self.zygote_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.zygote_lost()
+
+    def zygote_lost(self) -> None:
+        """The zygote died: every child it had is dead or dying. Clean up, then start a new one."""
+        if self.zygote_sock is None:
+            return
+        self.sel.unregister(self.zygote_sock)
+        self.zygote_sock.close()
+        self.zygote_sock = None
+        now = time.monotonic()
+        for pid, job in self.jobs.items():
+            if job.exited_at is None:  # killed by PDEATHSIG; its group may still hold processes
+                self.kill_group(pid)
+                job.exited_at = now
+                job.wait_status = int(signal.SIGKILL)  # the wait status of "killed by SIGKILL"
+        for spare in self.spares:
+            self.discard_spare(spare)
+        self.spares.clear()
+        self.requested = 0
+        if self.stopping:
+            return
+        log.error("the zygote (pid %d) died", self.zygote_pid)
+        self.zygote_deaths = [t for t in self.zygote_deaths if now - t < ZYGOTE_DEATH_WINDOW_S] + [now]
+        if len(self.zygote_deaths) > ZYGOTE_MAX_DEATHS:
+            log.error("the zygote died %d times in %.0f s: giving up", len(self.zygote_deaths),
+                      ZYGOTE_DEATH_WINDOW_S)
+            self.stopping = True
+            return
+        self.sweep_scratch()
+        self.start_zygote()
+        for pending in self.pending:  # the new zygote has an empty dataset cache
+            pending.needs_seq = self.check_datasets(pending.datasets)
+
+    def sweep_scratch(self) -> None:
+        """Remove every scratch directory (its owners died with the zygote; none is running)."""
+        try:
+            names = os.listdir(self.config.scratch_root)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith("x-"):
+                shutil.rmtree(os.path.join(self.config.scratch_root, name), ignore_errors=True)
+
+    def on_zygote(self) -> None:
+        """Handle everything the zygote sent: spares, exit facts, cache answers."""
+        while self.zygote_sock is not None:
+            try:
+                received = handoff.receive(self.zygote_sock)
+            except BlockingIOError:
+                return
+            except (OSError, handoff.HandoffError) as exc:
+                log.error("the zygote's channel broke: %s", exc)
+                self.kill_zygote()
+                return
+            if received is None:
+                self.zygote_lost()
+                return
+            message, fds = received
+            op = message["op"]
+            if op == "spare":
+                self.requested = max(0, self.requested - 1)
+                spare = Spare(int(message["pid"]), *fds, generation=int(message["generation"]),
+                              scratch=str(message["scratch"]))
+                if spare.generation == self.generation and not self.stopping:
+                    self.spares.append(spare)
+                else:
+                    self.discard_spare(spare)
+            elif op == "exit":
+                self.on_exit(int(message["pid"]), int(message["status"]), int(message["maxrss_kb"]))
+            elif op == "cached":
+                self.on_cached(message)
+            elif op == "spawn_failed":
+                self.on_spawn_failed(str(message.get("error", "")))
+            else:
+                log.warning("unknown message from the zygote: %r", op)
+
+    def on_exit(self, pid: int, status: int, maxrss_kb: int) -> None:
+        """The zygote reaped one of its children (and killed its group)."""
+        job = self.jobs.get(pid)
+        if job is not None:
+            if job.exited_at is None:
+                job.exited_at = time.monotonic()
+                job.wait_status = status
+                job.rusage_maxrss_kb = maxrss_kb
+            return
+        for spare in self.spares:
+            if spare.pid == pid:  # a spare died before it got a job
+                self.spares.remove(spare)
+                self.discard_spare(spare)
+                return
+
+    def on_cached(self, message: dict[str, Any]) -> None:
+        """The zygote checked (and maybe reloaded) datasets; spares of older generations are stale."""
+        seq = int(message["seq"])
+        self.cache_done = max(self.cache_done, seq)
+        self.generation = int(message["generation"])
+        for name, sig in (message.get("checked") or {}).items():
+            self.checked[name] = tuple(sig) if sig is not None else None  # type: ignore[assignment]
+        self.cached_names = set(message.get("cached") or [])
+        for name in [n for n, (_sig, s) in self.asking.items() if s <= seq]:
+            del self.asking[name]
+        for spare in [s for s in self.spares if s.generation != self.generation]:
+            self.spares.remove(spare)
+            self.discard_spare(spare)
+
+    def on_spawn_failed(self, error: str) -> None:
+        """The zygote could not fork (e.g. the uid's process limit): fail one waiting job, retry later."""
+        log.warning("the zygote could not fork a spare: %s", error)
+        self.requested = 0  # the zygote dropped every outstanding fork
+        self.spawn_retry_at = time.monotonic() + SPAWN_RETRY_S
+        if self.pending:
+            pending = self.pending.popleft()
+            self.answer_start_error(pending.slot, f"no sandbox child could be started: {error}")
+
+    # -- datasets ----------------------------------------------------------------------------
+    def check_datasets(self, names: list[str]) -> int:
+        """Ask the zygote to (re)load staged datasets whose files changed; return the request seq
+        a job must wait for (0: nothing to wait for). Cached datasets are checked too, so a
+        re-uploaded file is never served from a stale cache."""
+        needs = 0
+        stale: list[str] = []
+        for name in set(names) | self.cached_names:
+            sig = datacache.signature(os.path.join(self.config.data_dir, name))
+            if self.checked.get(name, UNCHECKED) == sig:
+                continue
+            asked = self.asking.get(name)
+            if asked is not None and asked[0] == sig:
+                needs = max(needs, asked[1])  # already asked about this version
+                continue
+            stale.append(name)
+        if stale:
+            self.cache_seq += 1
+            for name in stale:
+                self.asking[name] = (datacache.signature(os.path.join(self.config.data_dir, name)),
+                                     self.cache_seq)
+            self.to_zygote({"op": "cache", "seq": self.cache_seq, "names": sorted(stale)})
+            needs = self.cache_seq
+        return needs
+
+    # -- spares ------------------------------------------------------------------------------
     def discard_spare(self, spare: Spare) -> None:
-        """Close a spare's pipes; it exits on EOF (and is killed to be sure)."""
+        """Close a spare's pipes; it exits on EOF (and is killed to be sure); the zygote reaps it."""
         for fd in (spare.job_w, spare.result_r, spare.out_r, spare.err_r):
             try:
                 os.close(fd)
@@ -198,53 +379,63 @@ class ForkServer:
             os.kill(spare.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.discarded_scratch.append(spare.scratch)
 
-    def top_up_spares(self) -> None:
-        """Keep the configured number of fresh spares ready."""
-        for spare in [s for s in self.spares if s.generation != self.generation]:
-            self.spares.remove(spare)
+    def take_spare(self) -> Spare | None:
+        """A spare of the current dataset generation, if one is ready."""
+        while self.spares:
+            spare = self.spares.pop(0)
+            if spare.generation == self.generation:
+                return spare
             self.discard_spare(spare)
-        while not self.stopping and len(self.spares) < self.config.spares:
-            self.spares.append(self.fork_spare())
+        return None
 
-    # -- datasets ----------------------------------------------------------------------------
-    def ensure_cached(self, names: list[str]) -> None:
-        """Load staged datasets here (single-threaded pyarrow) so children inherit them warm."""
-        budget = self.config.dataset_cache_bytes
-        for name in sorted(set(names)):
-            path = os.path.join(self.config.data_dir, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue  # the child raises a clear FileNotFoundError
-            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-            cached = self.cache.get(name)
-            if cached is not None and cached.signature == signature:
-                continue
-            used = sum(c.nbytes for n, c in self.cache.items() if n != name)
-            if st.st_size * 4 > budget - used:
-                continue
-            try:
-                frame = child.read_data_file(path, use_threads=False)
-                nbytes = int(frame.memory_usage(deep=False).sum())
-            except Exception as exc:  # noqa: BLE001 - bad files fail in the child, with a traceback
-                log.info("dataset %s not cached: %s", name, exc)
-                continue
-            if nbytes > budget - used:
-                continue
-            self.cache[name] = CachedFrame(signature, frame, nbytes)
-            self.cache_view[name] = frame
-            self.generation += 1
-        for name in [n for n in self.cache if not os.path.exists(os.path.join(self.config.data_dir, n))]:
-            del self.cache[name]
-            del self.cache_view[name]
-            self.generation += 1
+    def top_up(self, now: float) -> None:
+        """Ask the zygote for the spares missing: the configured pool plus one per waiting job."""
+        if self.stopping or self.zygote_sock is None or now < self.spawn_retry_at:
+            return
+        want = self.config.spares + len(self.pending) - len(self.spares) - self.requested
+        if want > 0:
+            self.requested += want
+            self.to_zygote({"op": "spawn", "n": want})
 
     # -- jobs --------------------------------------------------------------------------------
-    def start_job(self, slot: int, request: dict[str, Any]) -> None:
-        """Hand a request to a spare (or a fresh child) and start watching it."""
-        self.ensure_cached(list((request.get("datasets") or {}).values()))
+    def dispatch(self) -> None:
+        """Hand waiting jobs, oldest first, to ready spares once their datasets are loaded."""
+        while self.pending and not self.stopping:
+            pending = self.pending[0]
+            if pending.needs_seq > self.cache_done:
+                break
+            spare = self.take_spare()
+            if spare is None:
+                break
+            self.pending.popleft()
+            if not self.start_job(pending, spare):
+                self.pending.appendleft(pending)
+        self.top_up(time.monotonic())
+
+    def start_job(self, pending: PendingJob, spare: Spare) -> bool:
+        """Give the job to a spare and start watching it; False if the spare turned out dead."""
+        try:
+            framing.write_frame_fd(spare.job_w, pending.payload)
+        except OSError:  # the spare died (killed from outside): the caller uses another one
+            self.discard_spare(spare)
+            return False
+        os.close(spare.job_w)
+        now = time.monotonic()
+        job = Job(slot=pending.slot, spare=spare, scratch=spare.scratch, started=now,
+                  deadline=now + pending.timeout_s, out_cap=pending.out_cap,
+                  result_cap=self.limits.max_result_bytes + 4096)
+        for fd in (spare.result_r, spare.out_r, spare.err_r):
+            job.buffers[fd] = bytearray()
+            job.truncated[fd] = False
+            job.open_fds.add(fd)
+            self.fd_owner[fd] = job
+            self.sel.register(fd, selectors.EVENT_READ, ("pipe", fd))
+        self.jobs[spare.pid] = job
+        return True
+
+    def prepare(self, slot: int, request: dict[str, Any]) -> PendingJob:
+        """Turn a request into the child's job frame and queue it."""
         timeout_s = float(request["timeout_s"])
         limits = isolation.ChildLimits.for_timeout(
             timeout_s,
@@ -254,39 +445,12 @@ class ForkServer:
             max_file_bytes=self.limits.max_file_bytes,
             max_open_files=self.limits.max_open_files,
         )
-        payload = framing.dumps({
-            "code": request["code"],
-            "datasets": request.get("datasets") or {},
-            "limits": limits.__dict__,
-        })
-        for _attempt in range(2):
-            spare = None
-            while self.spares:
-                candidate = self.spares.pop(0)
-                if candidate.generation == self.generation:
-                    spare = candidate
-                    break
-                self.discard_spare(candidate)
-            if spare is None:
-                spare = self.fork_spare()
-            try:
-                framing.write_frame_fd(spare.job_w, payload)
-                break
-            except OSError:  # the spare died (killed from outside): use another one
-                self.discard_spare(spare)
-        else:
-            raise OSError(errno.ECHILD, "no sandbox child could take the job")
-        os.close(spare.job_w)
-        now = time.monotonic()
-        job = Job(slot=slot, spare=spare, scratch=spare.scratch, started=now, deadline=now + timeout_s,
-                  out_cap=int(request["max_output_bytes"]), result_cap=self.limits.max_result_bytes + 4096)
-        for fd in (spare.result_r, spare.out_r, spare.err_r):
-            job.buffers[fd] = bytearray()
-            job.truncated[fd] = False
-            job.open_fds.add(fd)
-            self.fd_owner[fd] = job
-            self.sel.register(fd, selectors.EVENT_READ, ("pipe", fd))
-        self.jobs[spare.pid] = job
+        datasets = request.get("datasets") or {}
+        payload = framing.dumps({"code": request["code"], "datasets": datasets, "limits": limits.__dict__})
+        names = [str(n) for n in datasets.values()]
+        return PendingJob(slot=slot, payload=payload, timeout_s=timeout_s,
+                          out_cap=int(request["max_output_bytes"]), datasets=names,
+                          needs_seq=self.check_datasets(names), queued=time.monotonic())
 
     def on_pipe(self, fd: int) -> None:
         """Read what a child wrote; keep at most the cap, drain (and count) the rest."""
@@ -322,42 +486,31 @@ class ForkServer:
         if not job.open_fds and not job.answered and job.exited_at is None \
                 and job.buffers[job.spare.result_r] and not job.result_too_large:
             # The child closed stdout, stderr and the result after writing it: answer now and
-            # kill its group (it is about to _exit anyway); reaping and clean-up come later.
+            # kill its group (it is about to _exit anyway); the zygote reaps it and cleans up.
             self.answer(job, early=True)
             self.kill_group(job.spare.pid)
 
     def reap(self) -> None:
-        """Collect every exited child: jobs, spares and re-parented grandchildren."""
+        """Collect this process's children: the zygote, and orphans re-parented here if it died."""
         while True:
             try:
-                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            job = self.jobs.get(pid)
-            if job is not None:
-                job.exited_at = time.monotonic()
-                job.wait_status = status
-                job.rusage_maxrss_kb = rusage.ru_maxrss
-                self.kill_group(pid)  # nothing the code started may outlive it
-                continue
-            for spare in list(self.spares):
-                if spare.pid == pid:
-                    self.spares.remove(spare)
-                    self.discard_spare(spare)
+            if pid == self.zygote_pid:
+                self.zygote_lost()
+                self.zygote_pid = 0 if self.zygote_sock is None else self.zygote_pid
 
     @staticmethod
     def kill_group(pid: int) -> None:
         """SIGKILL a job's whole process group (it is its own session leader)."""
-        for fn, target in ((os.killpg, pid), (os.kill, pid)):
-            try:
-                fn(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        zygote.kill_group(pid)
 
     def check_deadlines(self, now: float) -> None:
-        """Kill jobs past their wall-clock timeout; give up on pipes held open after exit."""
+        """Kill jobs past their wall-clock timeout; give up on pipes held open after exit and on
+        jobs that found no spare in time."""
         for pid, job in self.jobs.items():
             if job.exited_at is None and now >= job.deadline and not job.timed_out:
                 job.timed_out = True
@@ -366,19 +519,20 @@ class ForkServer:
                 self.kill_group(pid)
                 for fd in list(job.open_fds):
                     self.close_pipe(job, fd)
+        while self.pending and now - self.pending[0].queued > PENDING_MAX_S:
+            pending = self.pending.popleft()
+            self.answer_start_error(pending.slot, f"no sandbox child became ready within {PENDING_MAX_S:g} s")
 
     def finish_ready_jobs(self) -> None:
-        """Answer (if not done early) and clean up every job whose child has exited and drained."""
+        """Answer (if not done early) every job whose child has exited and drained; forget it."""
         for pid in [p for p, j in self.jobs.items() if j.exited_at is not None and not j.open_fds]:
             job = self.jobs.pop(pid)
             if not job.answered:
                 self.answer(job, early=False)
-            self.discarded_scratch.append(job.scratch)
 
     def answer(self, job: Job, *, early: bool) -> None:
         """Send the HTTP process the facts of a finished job on its slot's channel."""
         job.answered = True
-        self.last_answer = time.monotonic()
         status = job.wait_status or 0
         spare = job.spare
         exited = job.exited_at is not None
@@ -403,8 +557,18 @@ class ForkServer:
         for fd in job.buffers:
             job.buffers[fd] = bytearray()
 
+    def answer_start_error(self, slot: int, message: str) -> None:
+        """Answer a slot whose job never ran."""
+        header = {"exit_code": None, "signal": None, "timed_out": False, "result_too_large": False,
+                  "stdout_truncated": False, "stderr_truncated": False, "duration_ms": 0,
+                  "peak_rss_bytes": 0, "start_error": message}
+        try:
+            framing.send_frames(self.channels[slot], [framing.dumps(header), b"", b"", b""])
+        except OSError as exc:
+            log.warning("slot %d: could not answer: %s", slot, exc)
+
     def on_channel(self, index: int) -> None:
-        """Read one request from the HTTP process and start it."""
+        """Read one request from the HTTP process and queue it."""
         chan = self.channels[index]
         try:
             frame = framing.recv_frame(chan)
@@ -419,58 +583,35 @@ class ForkServer:
             framing.send_frame(chan, framing.dumps({"ok": True, "baseline_vm": self.baseline_vm}))
             return
         try:
-            self.start_job(index, request)
+            self.pending.append(self.prepare(index, request))
         except Exception as exc:  # noqa: BLE001 - answer the slot, keep serving
             log.exception("slot %d: job did not start", index)
-            header = {"exit_code": None, "signal": None, "timed_out": False, "result_too_large": False,
-                      "stdout_truncated": False, "stderr_truncated": False, "duration_ms": 0,
-                      "peak_rss_bytes": 0, "start_error": f"{type(exc).__name__}: {exc}"}
-            for payload in (framing.dumps(header), b"", b"", b""):
-                framing.send_frame(chan, payload)
+            self.answer_start_error(index, f"{type(exc).__name__}: {exc}")
 
     # -- loop --------------------------------------------------------------------------------
-    def housekeeping_pending(self) -> bool:
-        """Spares to fork or scratch directories to remove."""
-        return len(self.spares) < self.config.spares or bool(self.discarded_scratch)
-
-    def housekeeping(self, now: float) -> None:
-        """Fork one missing spare or clean up, when it delays no request (see HOUSEKEEPING_DELAY_S)."""
-        for spare in [s for s in self.spares if s.generation != self.generation]:
-            self.spares.remove(spare)
-            self.discard_spare(spare)
-        if not self.housekeeping_pending():
-            return
-        running = any(not j.answered for j in self.jobs.values())
-        if self.spares and not running and now - self.last_answer < HOUSEKEEPING_DELAY_S:
-            return
-        if len(self.spares) < self.config.spares:
-            self.spares.append(self.fork_spare())
-            return
-        live = {j.scratch for j in self.jobs.values()}
-        for path in [p for p in self.discarded_scratch if p not in live]:
-            shutil.rmtree(path, ignore_errors=True)
-            self.discarded_scratch.remove(path)
+    def next_timeout(self, now: float) -> float | None:
+        """How long select() may sleep: until the next deadline the loop must act on."""
+        waits = [j.deadline - now for j in self.jobs.values() if j.exited_at is None]
+        waits += [EXIT_GRACE_S - (now - j.exited_at) for j in self.jobs.values() if j.exited_at is not None]
+        if self.pending:
+            waits.append(PENDING_MAX_S - (now - self.pending[0].queued))
+        if self.spawn_retry_at > now:
+            waits.append(self.spawn_retry_at - now)
+        if self.stopping:
+            waits.append(0.05)
+        return max(0.0, min(waits)) if waits else None
 
     def serve(self) -> None:
         """Run until SIGTERM or the HTTP process goes away; kill everything on the way out."""
-        self.top_up_spares()
+        self.top_up(time.monotonic())
         while True:
             if self.stopping:
-                for pid in list(self.jobs):
-                    self.jobs[pid].timed_out = self.jobs[pid].timed_out or False
-                    self.kill_group(pid)
+                for pid, job in self.jobs.items():
+                    if job.exited_at is None:
+                        self.kill_group(pid)
                 if not self.jobs:
                     break
-            now = time.monotonic()
-            waits = [j.deadline - now for j in self.jobs.values() if j.exited_at is None]
-            waits += [EXIT_GRACE_S - (now - j.exited_at) for j in self.jobs.values() if j.exited_at is not None]
-            timeout = max(0.0, min(waits)) if waits else None
-            if self.stopping:
-                timeout = 0.05 if timeout is None else min(timeout, 0.05)
-            elif self.housekeeping_pending():
-                delay = max(0.0, HOUSEKEEPING_DELAY_S - (now - self.last_answer))
-                timeout = delay if timeout is None else min(timeout, delay)
-            for key, _mask in self.sel.select(timeout):
+            for key, _mask in self.sel.select(self.next_timeout(time.monotonic())):
                 kind, arg = key.data
                 if kind == "wake":
                     try:
@@ -480,25 +621,46 @@ class ForkServer:
                         pass
                 elif kind == "chan":
                     self.on_channel(arg)
+                elif kind == "zygote":
+                    self.on_zygote()
                 else:
                     self.on_pipe(arg)
             self.reap()
             self.check_deadlines(time.monotonic())
             self.finish_ready_jobs()
-            if not self.stopping:
-                self.housekeeping(time.monotonic())
+            self.dispatch()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close the spares and the zygote's channel (it kills and reaps its children), wait for it."""
         for spare in self.spares:
             self.discard_spare(spare)
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
+        self.spares.clear()
+        if self.zygote_sock is not None:
+            self.sel.unregister(self.zygote_sock)
+            self.zygote_sock.close()
+            self.zygote_sock = None
+        deadline = time.monotonic() + zygote.STOP_GRACE_S + 0.5
+        while self.zygote_pid and time.monotonic() < deadline:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, _status = os.waitpid(self.zygote_pid, os.WNOHANG)
             except ChildProcessError:
                 break
-            if pid == 0:
-                time.sleep(0.01)
-        for path in self.discarded_scratch:
-            shutil.rmtree(path, ignore_errors=True)
+            if pid:
+                break
+            time.sleep(0.01)
+        else:
+            if self.zygote_pid:
+                try:
+                    os.kill(self.zygote_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        while True:  # orphans of a dead zygote, if any
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
 
 
 @dataclass

@@ -1,0 +1,148 @@
+"""The process tree: HTTP -> fork-server -> zygote -> spares; who dies with whom, what restarts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from typing import Any, Iterator
+
+import psutil
+import pytest
+
+from server_process import ExecutorProcess, start_executor
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture()
+def fresh_server() -> Iterator[ExecutorProcess]:
+    """A server of its own: these tests kill parts of it."""
+    proc = start_executor("--slots", "2")
+    yield proc
+    proc.stop()
+
+
+def _wait_for(predicate: Any, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def _gone(processes: list[psutil.Process]) -> bool:
+    for p in processes:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def _settled(server: ExecutorProcess) -> dict[str, list[psutil.Process]]:
+    assert _wait_for(lambda: len(server.roles()["spare"]) == server.idle_spares()
+                     and len(server.roles()["zygote"]) == 1), server.roles()
+    return server.roles()
+
+
+def _memory_contains(pid: int, needle: bytes) -> bool:
+    """Whether ``needle`` is anywhere in the process's private writable memory (root only)."""
+    with open(f"/proc/{pid}/maps", encoding="ascii") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 2 or not fields[1].startswith("rw"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except (OSError, OverflowError, ValueError):
+                continue
+    return False
+
+
+def test_tree_shape_and_the_zygote_is_confined(fresh_server: ExecutorProcess) -> None:
+    roles = _settled(fresh_server)
+    assert len(roles["forkserver"]) == 1 and not roles["other"], roles
+    zygote = roles["zygote"][0]
+    assert zygote.ppid() == roles["forkserver"][0].pid
+    assert all(p.ppid() == zygote.pid for p in roles["spare"])
+    assert zygote.num_threads() <= 2, zygote.threads()  # at most pyarrow's jemalloc thread
+    if os.geteuid() == 0:
+        # non-dumpable: /proc/<pid>/environ belongs to root, not to the process's uid
+        assert os.stat(f"/proc/{zygote.pid}/environ").st_uid == 0
+        assert zygote.uids().real != 0
+        token = (fresh_server.token or "").encode()
+        assert token and _memory_contains(fresh_server.pid, token)  # the scan can find it
+        assert not _memory_contains(zygote.pid, token)
+        assert not _memory_contains(roles["forkserver"][0].pid, token)
+
+
+def test_a_killed_zygote_is_replaced_and_its_running_job_answered(fresh_server: ExecutorProcess) -> None:
+    old = _settled(fresh_server)
+    answers: list[dict[str, Any]] = []
+    runner = threading.Thread(target=lambda: answers.append(fresh_server.run("import time\ntime.sleep(30)")))
+    runner.start()
+    assert _wait_for(lambda: len(fresh_server.roles()["spare"]) > fresh_server.idle_spares()
+                     or len(fresh_server.roles()["other"]) > 0, 5)
+    os.kill(old["zygote"][0].pid, signal.SIGKILL)
+    runner.join(20)
+    assert answers and answers[0]["status"] == "killed", answers
+    assert _gone(old["spare"] + old["zygote"])
+    new = _settled(fresh_server)
+    assert new["zygote"][0].pid != old["zygote"][0].pid
+    assert fresh_server.run("result = {'type': 'number', 'value': 41 + 1}")["result"]["value"] == 42
+    assert fresh_server.wait_no_leftovers() == []
+    assert _wait_for(lambda: len(fresh_server.scratch_dirs()) == fresh_server.idle_spares())
+    assert fresh_server.request("GET", "/health").status == 200
+
+
+def test_everything_dies_with_the_fork_server(fresh_server: ExecutorProcess) -> None:
+    roles = _settled(fresh_server)
+    os.kill(roles["forkserver"][0].pid, signal.SIGKILL)
+    assert _wait_for(lambda: _gone(roles["forkserver"] + roles["zygote"] + roles["spare"]))
+    assert _wait_for(lambda: fresh_server.request("GET", "/health").status == 503)
+
+
+def test_everything_dies_with_the_http_process(fresh_server: ExecutorProcess) -> None:
+    _settled(fresh_server)
+    started = threading.Event()
+
+    def run() -> None:
+        started.set()
+        try:
+            fresh_server.run("import time\ntime.sleep(60)")
+        except Exception:  # noqa: BLE001,S110 - the server is killed under it
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+    started.wait()
+    assert _wait_for(lambda: len(fresh_server.tree()) >= fresh_server.idle_process_count() + 1)
+    tree = fresh_server.tree()
+    os.kill(fresh_server.pid, signal.SIGKILL)
+    assert _wait_for(lambda: _gone(tree)), [(p.pid, p.status()) for p in tree if not _gone([p])]
+
+
+def test_dataset_cache_follows_reuploads(fresh_server: ExecutorProcess) -> None:
+    def total(staged: bool) -> Any:
+        fields = {"datasets": {"SELECT * FROM t": "t.csv"}} if staged else {}
+        code = ("df = execute_sql_query('SELECT * FROM t')" if staged else "df = load_dataset('t.csv')")
+        body = fresh_server.run(code + "\nresult = {'type': 'number', 'value': int(df['a'].sum())}", **fields)
+        assert body["status"] == "ok", body
+        return body["result"]["value"]
+
+    assert fresh_server.request("PUT", "/v1/files/t.csv", b"a\n1\n2\n").status == 201
+    assert total(staged=True) == 3
+    assert fresh_server.request("PUT", "/v1/files/t.csv", b"a\n10\n20\n30\n").status == 201
+    assert total(staged=False) == 60  # a re-upload is seen even when no query names the file
+    assert total(staged=True) == 60
+    assert fresh_server.request("DELETE", "/v1/files/t.csv").status == 204
+    body = fresh_server.run("load_dataset('t.csv')")
+    assert body["status"] == "error" and re.search("FileNotFound|No such file", body["error"]["message"] +
+                                                   body["error"]["type"]), body
