@@ -6,26 +6,15 @@ every branch of the module's own logic runs without a cluster.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_loader import load_plugin
 import yaml
 
-MODULE_PATH = Path(__file__).resolve().parents[4] / "plugins" / "modules" / "cluster_check.py"
-
-
-def load_module() -> Any:
-    spec = importlib.util.spec_from_file_location("cluster_check_under_test", MODULE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = load_module()
+check = load_plugin("modules", "cluster_check")
 
 KUBECONFIG = {
     "apiVersion": "v1",

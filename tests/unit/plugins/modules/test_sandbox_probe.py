@@ -6,28 +6,16 @@ behaves like the executor (keep-alive, Content-Length); everything else is the m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from plugin_loader import load_plugin
 
-MODULE_PATH = Path(__file__).resolve().parents[4] / "plugins" / "modules" / "sandbox_probe.py"
-
-
-def load_module() -> Any:
-    spec = importlib.util.spec_from_file_location("sandbox_probe_under_test", MODULE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = load_module()
+probe = load_plugin("modules", "sandbox_probe")
 
 
 class FakeExecutor(BaseHTTPRequestHandler):
