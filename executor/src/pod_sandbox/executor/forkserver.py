@@ -390,10 +390,14 @@ class ForkServer:
         return None
 
     def top_up(self, now: float) -> None:
-        """Ask the zygote for the spares missing: the configured pool plus one per waiting job."""
+        """Ask the zygote for the spares missing: one per waiting job plus the pool, which is
+        refilled beyond one ready spare only while no job runs (a fork and a spare's set-up
+        would otherwise take CPU from the running job)."""
         if self.stopping or self.zygote_sock is None or now < self.spawn_retry_at:
             return
-        want = self.config.spares + len(self.pending) - len(self.spares) - self.requested
+        running = any(not job.answered for job in self.jobs.values())
+        pool = min(self.config.spares, 1) if running else self.config.spares
+        want = pool + len(self.pending) - len(self.spares) - self.requested
         if want > 0:
             self.requested += want
             self.to_zygote({"op": "spawn", "n": want})

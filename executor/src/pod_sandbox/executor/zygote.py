@@ -84,10 +84,16 @@ class Zygote:
         self.stopping = True
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
-        """A message to the fork-server; it always drains its end, so blocking briefly is fine."""
+        """A message to the fork-server; it always drains its end, so blocking briefly is fine.
+
+        A fork-server that closed its end is shutting down (or dead): stop, quietly."""
+        if self.stopping:
+            return
         self.sock.setblocking(True)
         try:
             handoff.send(self.sock, message, fds)
+        except (BrokenPipeError, ConnectionError):
+            self.stopping = True
         finally:
             self.sock.setblocking(False)
 
@@ -167,8 +173,7 @@ class Zygote:
                 continue  # a re-parented grandchild of user code
             kill_group(pid)  # nothing the code started may outlive it
             self.to_remove.append(scratch)
-            if not self.stopping:
-                self.send({"op": "exit", "pid": pid, "status": status, "maxrss_kb": rusage.ru_maxrss})
+            self.send({"op": "exit", "pid": pid, "status": status, "maxrss_kb": rusage.ru_maxrss})
 
     def remove_scratch(self) -> None:
         """Remove the scratch directories of children that are gone."""
