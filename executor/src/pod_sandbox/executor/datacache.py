@@ -27,6 +27,25 @@ def signature(path: str) -> Signature | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def warm(frame: Any) -> None:
+    """Build the parts of a frame pandas makes lazily on first use (column Series, block layout,
+    index and column lookup engines) once, here, so children inherit them instead of each
+    building and writing them again. Best effort: a frame it cannot warm is still cached."""
+    try:
+        for column in frame.columns:
+            frame[column]  # noqa: B018 - fills pandas' column cache
+        if len(frame.columns):
+            frame.columns.get_loc(frame.columns[0])
+        if len(frame.index):
+            frame.index.get_loc(frame.index[0])
+        manager = getattr(frame, "_mgr", None)
+        if manager is not None:
+            getattr(manager, "blknos", None)
+            getattr(manager, "blklocs", None)
+    except Exception as exc:  # noqa: BLE001 - odd labels (duplicates, unhashables) are fine uncached
+        log.debug("frame not warmed: %s", exc)
+
+
 @dataclass
 class CachedFrame:
     """One loaded dataset and the file version it came from."""
@@ -82,6 +101,7 @@ class DatasetCache:
                 continue
             if nbytes > self.budget_bytes - used:
                 continue
+            warm(frame)
             self.entries[name] = CachedFrame(sig, frame, nbytes)
             self.view[name] = frame
             self.generation += 1

@@ -114,6 +114,10 @@ def preload() -> dict[str, str]:
 
     frame = pd.DataFrame({"a": np.arange(3), "b": ["x", "y", "z"], "t": pd.date_range("2024-01-01", periods=3)})
     frame.groupby("b")["a"].sum()
+    # The operations generated code uses most (boolean filters, .loc, reductions): their lazily
+    # built internals are then made once here and inherited, not rebuilt (and COW-copied) per child.
+    frame.loc[frame["a"] > 0, "a"].mean()
+    frame[frame["b"] == "x"].groupby("b")["a"].agg(["sum", "mean", "count"])
     wire.encode_dataframe(frame)
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3])
