@@ -140,7 +140,8 @@ def main() -> int:
         }
     for label in servers:
         f = figures[label]
-        print(f"{label}: query p50 {f['query_p50_ms']} ms p95 {f['query_p95_ms']} ms (child {f['query_child_p50_ms']}), "
+        print(f"{label}: query p50 {f['query_p50_ms']} ms p95 {f['query_p95_ms']} ms "
+              f"(child {f['query_child_p50_ms']}), "
               f"trivial p50 {f['trivial_p50_ms']} ms, concurrency {args.concurrency}: "
               f"{f['throughput_median_per_s']}/s (bursts {f['throughput_bursts']})")
     print(f"1-min load average at start / end: {figures['load_average_1m']}")

@@ -364,10 +364,10 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             self.last_response = response
             if response["status"] == "killed":
                 self._raise_if_lost(session, "the execution was killed")
-            query = missing_query(response)
-            if query is None or query in staged:
+            asked = missing_query(response)
+            if asked is None or asked in staged:
                 break
-            staged[query] = self._stage_query(session, query, environment)
+            staged[asked] = self._stage_query(session, asked, environment)
         raise_for_status(response)
         result = wire.decode_result(response["result"])
         if result["type"] == "none":

@@ -293,8 +293,9 @@ class ForkServer:
             op = message["op"]
             if op == "spare":
                 self.requested = max(0, self.requested - 1)
-                spare = Spare(int(message["pid"]), *fds, generation=int(message["generation"]),
-                              scratch=str(message["scratch"]))
+                job_w, result_r, out_r, err_r = fds
+                spare = Spare(int(message["pid"]), job_w, result_r, out_r, err_r,
+                              generation=int(message["generation"]), scratch=str(message["scratch"]))
                 if spare.generation == self.generation and not self.stopping:
                     self.spares.append(spare)
                 else:
