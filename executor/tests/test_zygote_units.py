@@ -1,0 +1,102 @@
+"""Unit tests of the zygote's parts: the fd handoff messages and the dataset cache."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from pod_sandbox.executor import datacache, handoff
+
+
+def test_a_spare_message_carries_its_four_fds():
+    left, right = handoff.channel_pair()
+    pipes = [os.pipe() for _ in range(4)]
+    try:
+        handoff.send(left, {"op": "spare", "pid": 7, "generation": 2, "scratch": "/s/x-1"}, [w for _r, w in pipes])
+        message, fds = handoff.receive(right)  # type: ignore[misc]
+        assert message == {"op": "spare", "pid": 7, "generation": 2, "scratch": "/s/x-1"}
+        assert len(fds) == 4 and all(fd not in [w for _r, w in pipes] for fd in fds)
+        for (r, _w), fd in zip(pipes, fds):  # each received fd is the same pipe
+            os.write(fd, b"x")
+            assert os.read(r, 1) == b"x"
+            os.close(fd)
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        left.close()
+        right.close()
+
+
+def test_handoff_refuses_wrong_fd_counts_and_garbage_and_closes_what_came():
+    left, right = handoff.channel_pair()
+    r, w = os.pipe()
+    try:
+        handoff.send(left, {"op": "exit", "pid": 1, "status": 0, "maxrss_kb": 1}, [w])
+        before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(handoff.HandoffError, match="carried 1 fds, expected 0"):
+            handoff.receive(right)
+        assert len(os.listdir("/proc/self/fd")) == before  # the stray fd was closed
+        left.send(b"not json")
+        with pytest.raises(handoff.HandoffError, match="not JSON"):
+            handoff.receive(right)
+        left.send(b'["op"]')
+        with pytest.raises(handoff.HandoffError, match="not a message"):
+            handoff.receive(right)
+        with pytest.raises(handoff.HandoffError, match="exceeds"):
+            handoff.send(left, {"op": "cache", "names": ["x" * handoff.MAX_MESSAGE]})
+        right.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            handoff.receive(right)
+        left.close()
+        right.setblocking(True)
+        assert handoff.receive(right) is None  # EOF
+    finally:
+        os.close(r)
+        os.close(w)
+        right.close()
+        if left.fileno() != -1:
+            left.close()
+
+
+def test_channel_pair_keeps_message_boundaries():
+    left, right = handoff.channel_pair()
+    try:
+        assert left.type == socket.SOCK_SEQPACKET
+        handoff.send(left, {"op": "spawn", "n": 1})
+        handoff.send(left, {"op": "spawn", "n": 2})
+        assert handoff.receive(right) == ({"op": "spawn", "n": 1}, [])
+        assert handoff.receive(right) == ({"op": "spawn", "n": 2}, [])
+    finally:
+        left.close()
+        right.close()
+
+
+def test_dataset_cache_loads_reloads_drops_and_counts_generations(tmp_path):
+    cache = datacache.DatasetCache(str(tmp_path), budget_bytes=1 << 20)
+    (tmp_path / "a.csv").write_text("x\n1\n2\n")
+    checked = cache.refresh(["a.csv", "missing.csv"])
+    assert checked["missing.csv"] is None and checked["a.csv"] == datacache.signature(str(tmp_path / "a.csv"))
+    assert list(cache.view) == ["a.csv"] and int(cache.view["a.csv"]["x"].sum()) == 3
+    assert cache.generation == 1
+    cache.refresh(["a.csv"])
+    assert cache.generation == 1  # unchanged file: nothing reloaded, spares stay valid
+    (tmp_path / "a.csv").write_text("x\n10\n20\n30\n")
+    cache.refresh(["a.csv"])
+    assert int(cache.view["a.csv"]["x"].sum()) == 60 and cache.generation == 3  # dropped, reloaded
+    (tmp_path / "a.csv").write_text("x\n" + "1\n" * 400_000)  # now over the budget
+    cache.refresh(["a.csv"])
+    assert "a.csv" not in cache.view and cache.generation == 4  # never served stale
+    (tmp_path / "a.csv").unlink()
+    (tmp_path / "b.parquet").write_bytes(b"not parquet")
+    cache.refresh(["a.csv", "b.parquet"])
+    assert cache.view == {} and cache.generation == 4  # a broken file is left to the child
+
+
+def test_warm_tolerates_odd_frames():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame([[1, 2]], columns=["a", "a"])  # duplicate labels
+    datacache.warm(frame)
+    datacache.warm(pd.DataFrame())
