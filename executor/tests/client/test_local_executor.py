@@ -84,6 +84,20 @@ def test_dynamic_sql_round_trip(box):
     assert calls == ["SELECT * FROM sales"]
 
 
+def test_dynamic_sql_longer_than_500_characters_round_trip(box):
+    calls: list[str] = []
+    columns = ", ".join(f"units AS u{i}" for i in range(80))
+    code = (
+        f"cols = {columns!r}\n"
+        "df = execute_sql_query('SELECT ' + cols + ' FROM sales')\n"
+        "result = {'type': 'number', 'value': int(df['units'].sum())}"
+    )
+    query = f"SELECT {columns} FROM sales"
+    assert len(query) > 1000
+    assert box.execute(code, env(calls)) == {"type": "number", "value": 15}
+    assert calls == [query]
+
+
 def test_plot_from_pandasai_chart_path(box):
     code = (
         "import matplotlib.pyplot as plt\n"
