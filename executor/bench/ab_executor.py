@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,8 @@ def main() -> int:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     figures: dict[str, Any] = {"load_average_1m": [round(load_start, 2), round(load_end, 2)]}
     for label in servers:
         figures[label] = {
