@@ -16,8 +16,12 @@ Execute response (always HTTP 200 once the code ran, whatever the code did)::
     {"status": "ok"|"error"|"timeout"|"memory"|"killed",
      "result": {"type": "number"|"string"|"dataframe"|"plot"|"none", "value": ...},
      "stdout": str, "stderr": str, "stdout_truncated": bool, "stderr_truncated": bool,
-     "error": {"type": str, "message": str, "traceback": str} | null,
+     "error": {"type": str, "message": str, "traceback": str, "query"?: str} | null,
      "duration_ms": number, "peak_rss_bytes": int, "request_id": str | null}
+
+``error.query`` is set only for ``MissingDatasetError``: the whole SQL text the code passed to
+``execute_sql_query`` with no dataset staged for it (the message cuts it at 500 characters), so a
+client can stage it and run the code again.
 
 Result values:
 
