@@ -39,6 +39,10 @@ run_step() {
 }
 run_step "yamllint" yamllint --strict .
 run_step "ansible-lint (production profile, offline)" ansible-lint --offline --profile production
+run_step "ruff (syntax errors, undefined names, unused imports)" \
+  ruff check --select E9,F plugins executor tests bench molecule
+run_step "mypy (executor package and module_utils)" \
+  mypy --ignore-missing-imports executor/src/pod_sandbox plugins/module_utils
 run_step "pytest tests/static" pytest -q -p no:cacheprovider tests/static "$@"
 
 elapsed=$(( $(date +%s) - start ))
