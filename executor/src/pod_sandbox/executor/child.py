@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from .. import wire
 from . import framing, isolation
+from . import prewarm as _prewarm
 
 TRACEBACK_MAX = 64 * 1024
 EXIT_SETUP_FAILED = 120
@@ -76,11 +77,14 @@ def spare_main(
     data_dir: str,
     scratch: str,
     parent_pid: int | None = None,
+    prewarm: bool = False,
 ) -> None:
     """Entry point right after fork(); never returns.
 
     Everything that does not depend on the job (session, fds, seccomp, scratch directory,
-    environment) happens here, before the job arrives, off the request's critical path.
+    environment) happens here, before the job arrives, off the request's critical path. With
+    ``prewarm`` a spare whose job is not there yet then warms the common pandas paths
+    (:mod:`.prewarm`), confined as it is, stopping as soon as the job pipe is readable.
     """
     try:
         os.setsid()
@@ -111,6 +115,8 @@ def spare_main(
             os.write(2, traceback.format_exc().encode()[-4000:])
         finally:
             os._exit(EXIT_SETUP_FAILED)
+    if prewarm:
+        _prewarm.warm_until_job(job_fd, datasets_cache)
     try:
         frame = framing.read_frame_fd(job_fd)
         if frame is None:  # discarded spare

@@ -45,6 +45,7 @@ class Config:
     claimable: bool = False
     threads: int = 6
     spares: int = 2
+    prewarm: bool = True
     dataset_cache_bytes: int = 1024 * MIB
     log_level: str = "INFO"
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"concurrent executions [SANDBOX_SLOTS, CPU count={max(2, cpus)}]")
     p.add_argument("--threads", type=int, default=None, help="HTTP threads [SANDBOX_THREADS, slots+4]")
     p.add_argument("--spares", type=int, default=None, help="pre-forked spare children [SANDBOX_SPARES, 2]")
+    p.add_argument("--prewarm", choices=("on", "off"), default=None,
+                   help="idle spares warm the common pandas paths until their job comes [SANDBOX_PREWARM, on]")
     p.add_argument("--timeout", type=float, default=None,
                    help=f"default timeout_s [SANDBOX_TIMEOUT_S, {d.default_timeout_s}]")
     p.add_argument("--max-timeout", type=float, default=None,
@@ -155,6 +158,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     spares = pick(args.spares, "SANDBOX_SPARES", 2, int)
     if spares < 0:
         problems.append("spares")
+    prewarm = pick(args.prewarm, "SANDBOX_PREWARM", "on").strip().lower()
+    if prewarm not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+        problems.append("prewarm (on or off)")
     if problems:
         raise SystemExit(f"pod-sandbox-executor: invalid settings: {', '.join(problems)}")
     tmp = env.get("TMPDIR") or "/tmp"
@@ -168,5 +174,6 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         claimable=bool(args.claimable) or _env_bool(env.get("SANDBOX_CLAIMABLE")),
         threads=pick(args.threads, "SANDBOX_THREADS", slots + 4, int),
         spares=spares,
+        prewarm=prewarm in ("on", "1", "true", "yes"),
         log_level=pick(args.log_level, "SANDBOX_LOG_LEVEL", "INFO").upper(),
     )

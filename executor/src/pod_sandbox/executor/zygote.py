@@ -118,7 +118,8 @@ class Zygote:
         if pid == 0:  # the spare
             try:
                 child.spare_main(job_r, result_w, out_w, err_w, self.seccomp_program,
-                                 self.cache.view, self.config.data_dir, scratch, parent_pid=parent)
+                                 self.cache.view, self.config.data_dir, scratch, parent_pid=parent,
+                                 prewarm=self.config.prewarm)
             finally:
                 os._exit(child.EXIT_CRASHED)
         for fd in (job_r, result_w, out_w, err_w):
