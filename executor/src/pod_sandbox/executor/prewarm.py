@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import select
 import warnings
+from functools import partial
 from typing import Any, Callable, Iterator, Mapping
 
 #: Rows of each staged dataset the warm-up works on (a slice: a view, never a copy of the data).
@@ -46,23 +47,34 @@ def _query_steps(box: dict[str, Any], source: Callable[[], Any]) -> Iterator[Cal
     """A filter, ``.loc``, reductions and a group-by on a few rows of ``source()``, one op a step."""
 
     def head() -> object:
-        frame = source()
-        box["h"] = frame.iloc[:HEAD_ROWS]
+        box["h"] = source().iloc[:HEAD_ROWS]
         kinds = [(column, getattr(dtype, "kind", "O")) for column, dtype in box["h"].dtypes.items()]
         box["col"] = next((c for c, kind in kinds if kind in "iuf"), None)
         box["key"] = next((c for c, kind in kinds if kind in "OSUb"), None)
         return box["h"]
 
-    def has_col() -> bool:
-        return box.get("col") is not None
+    def mask() -> object:
+        if box["col"] is not None:
+            box["m"] = box["h"][box["col"]] > box["h"][box["col"]].min()
+        return None
 
-    yield head
-    yield lambda: has_col() and box.__setitem__("m", box["h"][box["col"]] > box["h"][box["col"]].min())
-    yield lambda: has_col() and box.__setitem__("s", box["h"].loc[box["m"], box["col"]])
-    yield lambda: has_col() and (box["s"].mean(), box["h"][box["col"]].sum())
-    yield lambda: box["h"][box["m"]] if has_col() else None
-    yield lambda: (has_col() and box.get("key") is not None
-                   and box["h"].groupby(box["key"])[box["col"]].sum())
+    def loc() -> object:
+        if box["col"] is not None:
+            box["s"] = box["h"].loc[box["m"], box["col"]]
+        return None
+
+    def reduce() -> object:
+        return None if box["col"] is None else (box["s"].mean(), box["h"][box["col"]].sum())
+
+    def boolean_filter() -> object:
+        return None if box["col"] is None else box["h"][box["m"]]
+
+    def group_by() -> object:
+        if box["col"] is None or box["key"] is None:
+            return None
+        return box["h"].groupby(box["key"])[box["col"]].sum()
+
+    yield from (head, mask, loc, reduce, boolean_filter, group_by)
 
 
 def steps(datasets: Mapping[str, Any]) -> Iterator[Callable[[], object]]:
@@ -75,12 +87,24 @@ def steps(datasets: Mapping[str, Any]) -> Iterator[Callable[[], object]]:
 
     box: dict[str, Any] = {}
     for frame in list(datasets.values())[:MAX_DATASETS]:
-        yield lambda frame=frame: _touch_columns(frame)
-        yield from _query_steps(box, lambda frame=frame: frame)
-    yield lambda: box.__setitem__("f", _tiny_frame())
-    yield from _query_steps(box, lambda: box["f"])
-    yield lambda: wire.encode_result({"type": "number", "value": float(box["f"]["x"].mean())})
+        yield partial(_touch_columns, frame)
+        yield from _query_steps(box, partial(_same, frame))
+
+    def tiny() -> object:
+        box["f"] = _tiny_frame()
+        return box["f"]
+
+    def encode_number() -> object:
+        return wire.encode_result({"type": "number", "value": float(box["f"]["x"].mean())})
+
+    yield tiny
+    yield from _query_steps(box, partial(box.__getitem__, "f"))
+    yield encode_number
     box.clear()
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _touch_columns(frame: Any) -> object:
