@@ -2,7 +2,7 @@
 # Real-cluster tests on this machine's single-node Kubernetes 1.20 (cluster_prep provider local):
 #   1. Molecule scenario `local`: create (brings the cluster up; cold: Debian packages and a Go
 #      build of about 7 minutes), converge site.yml, idempotence, check mode, verify, destroy;
-#   2. site.yml on inventories/local (the `make deploy` state the next steps use);
+#   2. site.yml on inventories/local with a warm pool of 1 (the `make deploy` state, plus the pool);
 #   3. tests/integration: faults (API server killed mid-converge, wrong kubeconfig, stopped
 #      cluster) and the pods/exec switch;
 #   4. the client's cluster tests (pytest -m cluster executor/tests/client), when present.
@@ -47,7 +47,9 @@ if ! "$cache/bin/kubectl" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
   echo "=== test-cluster: the local cluster did not come up; skipping the remaining steps"
   exit 1
 fi
-step "deploy (site.yml, inventories/local)" ansible-playbook -i inventories/local site.yml
+# With a warm pool of one, so the client's warm-pool tests run against a pool the role made.
+step "deploy (site.yml, inventories/local, warm pool of 1)" \
+  ansible-playbook -i inventories/local site.yml -e warm_pool_enabled=true -e warm_pool_replicas=1
 step "integration (faults, pods/exec switch)" pytest -q -p no:cacheprovider -m cluster tests/integration
 if [ -d executor/tests/client ]; then
   step "client cluster tests" pytest -q -p no:cacheprovider -m cluster executor/tests/client
