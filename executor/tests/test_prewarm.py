@@ -176,7 +176,7 @@ def test_over_http_a_warmed_spare_runs_a_job_exactly_like_a_cold_one():
 
 
 def test_over_http_jobs_arriving_while_spares_warm_are_all_served():
-    proc = start_executor("--slots", "2", "--spares", "2")
+    proc = start_executor("--slots", "2", "--spares", "2", "--prewarm", "on")
     try:
         buf = io.BytesIO()
         _frame().to_parquet(buf)
@@ -198,8 +198,9 @@ def test_over_http_jobs_arriving_while_spares_warm_are_all_served():
 def test_config_prewarm_flag_and_environment():
     from pod_sandbox.executor.config import load_config
 
-    assert load_config([], {}).prewarm is True
-    assert load_config(["--prewarm", "off"], {}).prewarm is False
-    assert load_config([], {"SANDBOX_PREWARM": "0"}).prewarm is False
+    assert load_config([], {}).prewarm is False  # opt-in: see executor/README.md for why
+    assert load_config(["--prewarm", "on"], {}).prewarm is True
+    assert load_config(["--prewarm", "off"], {"SANDBOX_PREWARM": "1"}).prewarm is False
+    assert load_config([], {"SANDBOX_PREWARM": "yes"}).prewarm is True
     with pytest.raises(SystemExit, match="prewarm"):
         load_config([], {"SANDBOX_PREWARM": "maybe"})

@@ -45,7 +45,7 @@ class Config:
     claimable: bool = False
     threads: int = 6
     spares: int = 2
-    prewarm: bool = True
+    prewarm: bool = False
     dataset_cache_bytes: int = 1024 * MIB
     log_level: str = "INFO"
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="HTTP threads [SANDBOX_THREADS, slots+4]")
     p.add_argument("--spares", type=int, default=None, help="pre-forked spare children [SANDBOX_SPARES, 2]")
     p.add_argument("--prewarm", choices=("on", "off"), default=None,
-                   help="idle spares warm the common pandas paths until their job comes [SANDBOX_PREWARM, on]")
+                   help="idle spares warm the common pandas paths until their job comes [SANDBOX_PREWARM, off]")
     p.add_argument("--timeout", type=float, default=None,
                    help=f"default timeout_s [SANDBOX_TIMEOUT_S, {d.default_timeout_s}]")
     p.add_argument("--max-timeout", type=float, default=None,
@@ -158,7 +158,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     spares = pick(args.spares, "SANDBOX_SPARES", 2, int)
     if spares < 0:
         problems.append("spares")
-    prewarm = pick(args.prewarm, "SANDBOX_PREWARM", "on").strip().lower()
+    prewarm = pick(args.prewarm, "SANDBOX_PREWARM", "off").strip().lower()
     if prewarm not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
         problems.append("prewarm (on or off)")
     if problems:
