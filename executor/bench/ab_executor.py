@@ -22,13 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_executor import QUERY_CODE, QUERY_SQL, TRIVIAL_CODE, Client, free_port, make_dataset, pct  # noqa: E402
+from bench_executor import QUERY_CODE, QUERY_SQL, TRIVIAL_CODE, Client, burst, free_port, make_dataset, pct  # noqa: E402
 
 
 def start(tree: str, concurrency: int, tmp: str, label: str) -> tuple[subprocess.Popen, Client]:
@@ -55,27 +54,6 @@ def start(tree: str, concurrency: int, tmp: str, label: str) -> tuple[subprocess
         if time.monotonic() > deadline or proc.poll() is not None:
             raise RuntimeError(f"executor from {tree} did not become ready (see {root}/server.log)")
         time.sleep(0.1)
-
-
-def burst(client: Client, runs: int, concurrency: int) -> float:
-    """Executions per second of trivial code at the given concurrency."""
-    counter = iter(range(runs))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if next(counter, None) is None:
-                    return
-            client.execute(TRIVIAL_CODE)
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return runs / (time.perf_counter() - t0)
 
 
 def main() -> int:

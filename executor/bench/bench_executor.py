@@ -110,6 +110,27 @@ print(statistics.median(samples))
 """
 
 
+def burst(client: Client, runs: int, concurrency: int) -> float:
+    """Executions per second of trivial code at the given concurrency."""
+    counter = iter(range(runs))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    return
+            client.execute(TRIVIAL_CODE)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return runs / (time.perf_counter() - t0)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -181,23 +202,7 @@ def main() -> int:
                 samples.append((time.perf_counter() - t0) * 1000)
             in_process.append(statistics.median(samples))
 
-        counter = iter(range(args.trivial))
-        lock = threading.Lock()
-
-        def worker() -> None:
-            while True:
-                with lock:
-                    if next(counter, None) is None:
-                        return
-                client.execute(TRIVIAL_CODE)
-
-        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        throughput = args.trivial / (time.perf_counter() - t0)
+        throughput = burst(client, args.trivial, args.concurrency)
 
         # The DockerSandbox way, minus docker exec: a fresh interpreter importing pandas per run,
         # reading the data the client transferred as CSV, printing the result on stdout.
