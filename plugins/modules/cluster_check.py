@@ -37,7 +37,9 @@ options:
     type: bool
     default: true
   connect_timeout:
-    description: Seconds a TCP connect to the API server may take.
+    description:
+      - Seconds a TCP connect to the API server may take. A refused connection (nothing listens
+        there) is retried for at most one second, then fails.
     type: int
     default: 5
   nodes_ready_timeout:
@@ -135,6 +137,10 @@ except ImportError:
     yaml = None
 
 
+#: How long a refused TCP connect to the API server is retried (a server that is restarting).
+REFUSED_RETRY_S = 1.0
+
+
 class CheckError(Exception):
     """A check failed; the message says which and what to do."""
 
@@ -180,9 +186,15 @@ def host_port(server: str) -> Tuple[str, int]:
 
 
 def require_reachable(server: str, where: str, timeout: float) -> None:
-    """A TCP connect to the API server within ``timeout`` seconds, or a CheckError saying so."""
+    """A TCP connect to the API server within ``timeout`` seconds, or a CheckError saying so.
+
+    A refused connection (nothing listens: a stopped cluster, a wrong port) is retried only for
+    REFUSED_RETRY_S, so it fails at once; an unanswered one (a wrong or blackholed address) is
+    bounded by ``timeout``.
+    """
     host, port = host_port(server)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last: Optional[OSError] = None
     while True:
         remaining = deadline - time.monotonic()
@@ -191,6 +203,11 @@ def require_reachable(server: str, where: str, timeout: float) -> None:
         try:
             with socket.create_connection((host, port), timeout=remaining):
                 return
+        except ConnectionRefusedError as exc:
+            last = exc
+            if time.monotonic() - started >= min(timeout, REFUSED_RETRY_S):
+                break
+            time.sleep(0.2)
         except OSError as exc:
             last = exc
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
