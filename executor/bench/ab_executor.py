@@ -6,7 +6,7 @@ code), and throughput bursts of trivial code at concurrency 8, A then B, repeate
 machine whose load moves by the minute this compares like with like; separate runs do not.
 
     .venv/bin/python executor/bench/ab_executor.py --a /tmp/base/executor/src --b executor/src \
-        [--queries 300] [--bursts 6] [--burst 300] [--json out.json]
+        [--queries 300] [--bursts 6] [--burst 300] [--scratch tmpfs|disk] [--json out.json]
 
 To get a tree for a commit: ``git archive COMMIT executor/src | tar -x -C /tmp/base``.
 """
@@ -27,10 +27,12 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_executor import QUERY_CODE, QUERY_SQL, TRIVIAL_CODE, Client, burst, free_port, make_dataset, pct  # noqa: E402
+from bench_executor import (  # noqa: E402
+    QUERY_CODE, QUERY_SQL, TRIVIAL_CODE, Client, burst, free_port, make_dataset, pct, scratch_root,
+)
 
 
-def start(tree: str, concurrency: int, tmp: str, label: str) -> tuple[subprocess.Popen, Client]:
+def start(tree: str, concurrency: int, tmp: str, label: str, scratch: str) -> tuple[subprocess.Popen, Client]:
     """One executor from ``tree`` on a free port; waits until /ready."""
     root = os.path.join(tmp, label)
     os.makedirs(root)
@@ -40,7 +42,7 @@ def start(tree: str, concurrency: int, tmp: str, label: str) -> tuple[subprocess
     log = open(os.path.join(root, "server.log"), "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "pod_sandbox.executor", "--host", "127.0.0.1", "--port", str(port),
-         "--workspace", os.path.join(root, "ws"), "--scratch-root", os.path.join(root, "scratch"),
+         "--workspace", os.path.join(root, "ws"), "--scratch-root", scratch,
          "--slots", str(concurrency), "--threads", str(concurrency + 4)],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     client = Client(port)
@@ -64,14 +66,19 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=6)
     parser.add_argument("--burst", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--scratch", choices=("tmpfs", "disk"), default="tmpfs",
+                        help="scratch directories on tmpfs (as in the pod) or on disk")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="pod-sandbox-ab-")
+    scratches: list[str] = []
     servers: dict[str, tuple[subprocess.Popen, Client]] = {}
     try:
         for label, tree in (("A", args.a), ("B", args.b)):
-            servers[label] = start(tree, args.concurrency, tmp, label)
+            scratch, _medium = scratch_root(args.scratch, os.path.join(tmp, f"{label}-scratch"))
+            scratches.append(scratch)
+            servers[label] = start(tree, args.concurrency, tmp, label, scratch)
         frame = make_dataset(100_000)
         buf = io.BytesIO()
         frame.to_parquet(buf)
@@ -108,7 +115,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        for path in (tmp, *scratches):
+            shutil.rmtree(path, ignore_errors=True)
     figures: dict[str, Any] = {"load_average_1m": [round(load_start, 2), round(load_end, 2)]}
     for label in servers:
         figures[label] = {

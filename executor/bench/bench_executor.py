@@ -55,6 +55,27 @@ def make_dataset(rows: int) -> Any:
     })
 
 
+def tmpfs_dir() -> str | None:
+    """A writable tmpfs directory (``/dev/shm``), where the pod keeps its scratch root
+    (``pod_template_scratch_medium: Memory``); None when this machine has none."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as fh:
+            mounts = {fields[1]: fields[2] for fields in (line.split() for line in fh) if len(fields) > 2}
+    except OSError:
+        return None
+    if mounts.get("/dev/shm") == "tmpfs" and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return "/dev/shm"
+    return None
+
+
+def scratch_root(choice: str, tmp: str) -> tuple[str, str]:
+    """The executor's --scratch-root for ``--scratch tmpfs|disk`` and a word for the report."""
+    shm = tmpfs_dir() if choice == "tmpfs" else None
+    if shm is None:
+        return os.path.join(tmp, "scratch"), "disk" if choice == "disk" else "disk (no tmpfs here)"
+    return tempfile.mkdtemp(prefix="pod-sandbox-scratch-", dir=shm), "tmpfs"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,16 +164,20 @@ def main() -> int:
     parser.add_argument("--trivial", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--baseline-runs", type=int, default=10)
+    parser.add_argument("--scratch", choices=("tmpfs", "disk"), default="tmpfs",
+                        help="where the per-execution scratch directories go: tmpfs, as in the pod "
+                             "(pod_template_scratch_medium: Memory), or disk (the temporary directory)")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures here")
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="pod-sandbox-bench-")
+    scratch, scratch_medium = scratch_root(args.scratch, tmp)
     port = free_port()
     env = {**os.environ, "TMPDIR": tmp, "MPLCONFIGDIR": os.path.join(tmp, "mpl")}
     log = open(os.path.join(tmp, "server.log"), "wb")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "pod_sandbox.executor", "--host", "127.0.0.1", "--port", str(port),
-         "--workspace", os.path.join(tmp, "ws"), "--scratch-root", os.path.join(tmp, "scratch"),
+         "--workspace", os.path.join(tmp, "ws"), "--scratch-root", scratch,
          "--slots", str(args.concurrency), "--threads", str(args.concurrency + 4)],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     client = Client(port)
@@ -231,6 +256,7 @@ def main() -> int:
             server.kill()
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     p50, p95 = statistics.median(rtts), pct(rtts, 0.95)
     base_p50 = statistics.median(base)
@@ -252,6 +278,7 @@ def main() -> int:
         "fork_exit_floor_p50_ms": round(fork_floor, 2),
         "fresh_process_p50_ms": round(base_p50, 1),
         "speedup_vs_fresh_process": round(base_p50 / p50, 1),
+        "scratch": scratch_medium,
         "cpus": len(os.sched_getaffinity(0)),
         "load_average_1m": round(load, 2),
         "targets": {"query_p50_ms_max": 10, "speedup_min": 50, "throughput_min": 200},
@@ -265,7 +292,8 @@ def main() -> int:
     print(f"DockerSandbox way (fresh python -c importing pandas, reading CSV; {args.baseline_runs} runs): "
           f"p50 {base_p50:.0f} ms -> executor is {base_p50 / p50:.0f}x faster")
     print(f"floor of fork-per-execution here and now: fork+exit+wait of a warm interpreter p50 {fork_floor:.2f} ms")
-    print(f"machine: {figures['cpus']} CPUs, 1-min load average {figures['load_average_1m']}")
+    print(f"machine: {figures['cpus']} CPUs, 1-min load average {figures['load_average_1m']}; "
+          f"scratch directories on {scratch_medium}")
     print(json.dumps(figures))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:

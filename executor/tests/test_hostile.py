@@ -133,6 +133,19 @@ CASES = [
          ".split()[1]) == os.getppid():\n                os.kill(int(p), 9); n += 1\n        except OSError:\n"
          "            pass\nresult = {'type': 'number', 'value': n}", "ok"),
     Case("escape_process_group", "import os\nos.setsid()", "error", None, _err("PermissionError")),
+    # The server's processes share the uid: their limits and priority are out of reach anyway.
+    Case("prlimit_server_processes", PARENTS + "import resource\ndenied = 0\nfor pid in (zygote, forkserver, http):\n"
+         "    try:\n        resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, 3))\n    except PermissionError:\n"
+         "        denied += 1\nresult = {'type': 'number', 'value': denied}", "ok", None, _value(3)),
+    Case("renice_http_server", PARENTS + "os.setpriority(os.PRIO_PROCESS, http, 19)", "error", None,
+         _err("PermissionError")),
+    Case("renice_every_process_of_the_user", "import os\nos.setpriority(os.PRIO_USER, 0, 19)", "error", None,
+         _err("PermissionError")),
+    Case("sched_idle_fork_server", PARENTS + "os.sched_setscheduler(forkserver, os.SCHED_IDLE, os.sched_param(0))",
+         "error", None, _err("PermissionError")),
+    Case("pin_http_server", PARENTS + "os.sched_setaffinity(http, {0})", "error", None, _err("PermissionError")),
+    Case("own_limits_and_priority_still_work", "import os, resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+         "before = os.nice(0)\nresult = {'type': 'number', 'value': os.nice(1) - before}", "ok", None, _value(1)),
     Case("daemon_grandchild_keeps_pipes", "import os, time\nif os.fork() == 0:\n    if os.fork() == 0:\n"
          "        time.sleep(300)\n    os._exit(0)\nresult = {'type': 'number', 'value': 3}", "ok", None, _value(3)),
     Case("os_exit_zero", "import os\nos._exit(0)", "error", None, _err("ExitedWithoutResult")),
@@ -157,6 +170,7 @@ CASES = [
     Case("ptrace_parent", "import ctypes, os\nlibc = ctypes.CDLL(None)\n"
          "result = {'type': 'number', 'value': libc.ptrace(16, os.getppid(), 0, 0)}", "ok", None, _value(-1)),
     Case("stdin_read", "input()", "error", None, _err("EOFError")),
+    Case("raise_own_priority", "import os\nos.nice(-5)", "error", None, _err("PermissionError")),
     Case("syntax_error", "def (:", "error", None, _err("SyntaxError")),
 ]
 

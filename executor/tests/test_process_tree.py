@@ -88,6 +88,11 @@ def test_tree_shape_and_the_zygote_is_confined(fresh_server: ExecutorProcess) ->
     assert zygote.ppid() == roles["forkserver"][0].pid
     assert all(p.ppid() == zygote.pid for p in roles["spare"])
     assert zygote.num_threads() <= 2, zygote.threads()  # at most pyarrow's jemalloc thread
+    # Forking, reaping and user code run below the request path's CPU priority (--child-nice 5).
+    base = psutil.Process(fresh_server.pid).nice()
+    assert roles["forkserver"][0].nice() == base
+    assert zygote.nice() == min(19, base + 5)
+    assert all(p.nice() == zygote.nice() for p in roles["spare"])
     if os.geteuid() == 0:
         # non-dumpable: /proc/<pid>/environ belongs to root, not to the process's uid
         assert os.stat(f"/proc/{zygote.pid}/environ").st_uid == 0

@@ -36,6 +36,15 @@ def test_config_flags_beat_env_beat_defaults():
         load_config([], {"SANDBOX_PORT": "eighty"})
 
 
+def test_child_nice_setting(capsys):
+    assert load_config([], {}).limits.child_nice == 5
+    assert load_config([], {"SANDBOX_CHILD_NICE": "0"}).limits.child_nice == 0
+    assert load_config(["--child-nice", "19"], {"SANDBOX_CHILD_NICE": "3"}).limits.child_nice == 19
+    for argv, env in ((["--child-nice", "20"], {}), ([], {"SANDBOX_CHILD_NICE": "-1"})):
+        with pytest.raises(SystemExit, match="child_nice"):
+            load_config(argv, env)
+
+
 HEADER = {"exit_code": 0, "signal": None, "timed_out": False, "result_too_large": False}
 
 

@@ -177,6 +177,27 @@ def test_errors_carry_the_traceback(make_sandbox):
         box.execute("x = 1 / 0", {})
 
 
+SCRATCH_PROBE = """
+import os
+fields = [line.split() for line in open('/proc/self/mountinfo')]
+mounts = {f[4]: f[f.index('-') + 1] for f in fields}
+cwd = os.getcwd()
+parent = os.path.dirname(cwd)
+result = {'type': 'string', 'value': f'{parent} {mounts.get(parent)} {os.nice(0)}'}
+"""
+
+
+def test_executions_work_in_a_tmpfs_scratch_at_a_lower_cpu_priority(make_sandbox):
+    """The pod template's scratch emptyDir is tmpfs (medium Memory) and is the executor's
+    --scratch-root; user code runs below the server's CPU priority and cannot raise it."""
+    with make_sandbox() as box:
+        parent, fstype, nice = box.execute(SCRATCH_PROBE, {})["value"].split()
+        assert parent == "/tmp/sandbox-scratch" and fstype == "tmpfs"
+        assert int(nice) >= 5
+        with pytest.raises(SandboxExecutionError, match="PermissionError"):
+            box.execute("import os\nos.nice(-5)", {})
+
+
 def test_cold_pod_is_labelled_single_use_and_has_no_token(make_sandbox, admin_kube):
     box = make_sandbox()
     box.start()

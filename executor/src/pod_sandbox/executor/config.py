@@ -26,6 +26,9 @@ class Limits:
     max_open_files: int = 256
     max_file_bytes: int = 256 * MIB
     slots: int = 2
+    #: Added to the nice value of the zygote, its spares and so of user code (0-19): the HTTP
+    #: process and the fork-server keep theirs, so requests, /health and answers come first.
+    child_nice: int = 5
 
     def to_json(self) -> dict[str, Any]:
         """The limits as ``GET /v1/info`` reports them."""
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"RLIMIT_FSIZE for user code [SANDBOX_MAX_FILE_BYTES, {d.max_file_bytes}]")
     p.add_argument("--max-open-files", type=int, default=None,
                    help=f"RLIMIT_NOFILE for user code [SANDBOX_MAX_OPEN_FILES, {d.max_open_files}]")
+    p.add_argument("--child-nice", type=int, default=None,
+                   help="nice increment of the zygote, its spares and user code, 0-19 "
+                        f"[SANDBOX_CHILD_NICE, {d.child_nice}]")
     p.add_argument("--log-level", default=None, help="[SANDBOX_LOG_LEVEL, INFO]")
     return p
 
@@ -138,6 +144,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         max_file_bytes=pick(args.max_file_bytes, "SANDBOX_MAX_FILE_BYTES", d.max_file_bytes, int),
         max_open_files=pick(args.max_open_files, "SANDBOX_MAX_OPEN_FILES", d.max_open_files, int),
         slots=slots,
+        child_nice=pick(args.child_nice, "SANDBOX_CHILD_NICE", d.child_nice, int),
     )
     problems = [
         name for name, value in (
@@ -151,6 +158,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     ]
     if limits.max_output_bytes < 0:
         problems.append("max_output_bytes")
+    if not 0 <= limits.child_nice <= 19:
+        problems.append("child_nice (0-19)")
     if limits.max_open_files < 16:
         problems.append("max_open_files (at least 16: the interpreter needs some)")
     if limits.default_timeout_s > limits.max_timeout_s:

@@ -35,6 +35,13 @@ DENIED_SYSCALLS = (
 )
 #: Signal-sending syscalls whose first argument is a pid; denied when it names a server process.
 SIGNAL_SYSCALLS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+#: Syscalls that change another process's limits or scheduling when their first argument is a
+#: pid other than 0 (this process): denied that way, since the server's processes share the uid
+#: (prlimit of RLIMIT_NOFILE to 3 on the zygote stopped every later execution).
+SELF_ONLY_SYSCALLS = ("prlimit64", "sched_setscheduler", "sched_setparam", "sched_setattr",
+                      "sched_setaffinity")
+PRIO_PROCESS = 0
+IOPRIO_WHO_PROCESS = 1
 _U32 = 0xFFFFFFFF
 
 
@@ -127,6 +134,9 @@ def compile_seccomp(protected_pids: Iterable[int]) -> bytes:
       setsid/setpgid so user processes cannot leave the process group we kill, ...).
     * kill/tgkill/rt_sig*queueinfo fail with EPERM when aimed at a protected pid, at its
       process group (or the group it is in), or at -1 (every process of the user).
+    * prlimit64, sched_set{scheduler,param,attr,affinity}, setpriority and ioprio_set work on
+      this process only (pid 0; for setpriority/ioprio_set "this process" and who 0): user
+      code cannot lower the server's limits or priority (they share the uid).
 
     Compiling takes milliseconds; loading the exported program in each child takes microseconds.
     """
@@ -151,6 +161,11 @@ def compile_seccomp(protected_pids: Iterable[int]) -> bytes:
     for name in SIGNAL_SYSCALLS:
         for target in sorted(targets):
             filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, _U32, target))
+    for name in SELF_ONLY_SYSCALLS:
+        filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.NE, 0))
+    for name, which in (("setpriority", PRIO_PROCESS), ("ioprio_set", IOPRIO_WHO_PROCESS)):
+        filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.NE, which))
+        filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(1, sc.NE, 0))
     read_fd, write_fd = os.pipe()
     try:
         with os.fdopen(write_fd, "wb", closefd=True) as out:

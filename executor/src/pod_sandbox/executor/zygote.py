@@ -79,6 +79,9 @@ class Zygote:
         self.sock.setblocking(False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.sel.register(self.sock, selectors.EVENT_READ, "ctl")
+        # Below the fork-server and the HTTP process: forking, reaping and user code yield the
+        # CPU to requests and answers (inherited by every spare; user code cannot raise it back).
+        os.nice(self.config.limits.child_nice)
 
     def _on_term(self, *_: Any) -> None:
         self.stopping = True
