@@ -36,6 +36,16 @@ def test_info_reports_versions_and_limits(server):
     assert info["limits"]["slots"] == 2
 
 
+def test_children_carry_none_of_the_http_side(server):
+    """The fork-server is forked before Bottle, prometheus_client and the app are imported: user
+    code's process holds none of them (less memory to fork, less server code within reach)."""
+    body = server.run("import sys\nresult = {'type': 'string', 'value': ' '.join(sorted(m for m in sys.modules "
+                      "if m.split('.')[0] in ('bottle', 'prometheus_client', 'waitress') "
+                      "or m in ('pod_sandbox.executor.app', 'pod_sandbox.executor.auth', "
+                      "'pod_sandbox.executor.metrics')))}")
+    assert body["status"] == "ok" and body["result"]["value"] == "", body
+
+
 def test_number_string_none_results(server):
     assert server.run('result = {"type": "number", "value": np.int64(41) + 1}')["result"] == \
         {"type": "number", "value": 42}

@@ -10,12 +10,9 @@ import threading
 from typing import Sequence
 
 from . import isolation
-from .app import ServerState, create_app
-from .auth import TokenStore
 from .config import Config, load_config
 from .files import Workspace
 from .forkserver import start_fork_server
-from .metrics import Metrics
 from .runner import Runner
 
 log = logging.getLogger("pod_sandbox.cli")
@@ -35,9 +32,14 @@ def serve(config: Config) -> None:
     workspace = Workspace(config.data_dir, config.limits.max_upload_bytes)
     workspace.ensure()
     os.makedirs(config.scratch_root, mode=0o700, exist_ok=True)
-    # Order matters: fork before any thread exists and before the token is in memory.
+    # Order matters: fork before any thread exists, before the token is in memory, and before
+    # the HTTP side's modules (Bottle, prometheus_client, the app: ~6 MB and 78 modules) are
+    # imported, so the fork-server, the zygote and every child neither carry nor copy them.
     handle = start_fork_server(config)
     isolation.make_undumpable()
+    from .app import ServerState, create_app  # noqa: PLC0415 - HTTP process only (see above)
+    from .auth import TokenStore  # noqa: PLC0415
+    from .metrics import Metrics  # noqa: PLC0415
     tokens = TokenStore.from_file(config.token_file, config.claimable)
     if not tokens.auth_enabled:
         log.warning("no --token-file and not --claimable: the API is UNAUTHENTICATED (local use only)")
