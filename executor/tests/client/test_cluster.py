@@ -198,6 +198,20 @@ def test_executions_work_in_a_tmpfs_scratch_at_a_lower_cpu_priority(make_sandbox
             box.execute("import os\nos.nice(-5)", {})
 
 
+def test_a_full_scratch_fails_that_execution_only(make_sandbox):
+    """Filling the tmpfs scratch (sizeLimit 128Mi) ends in ENOSPC for that execution, not in an
+    OOM kill of the server, and the next execution gets a fresh, empty scratch directory."""
+    fill = ("with open('fill.bin', 'wb') as f:\n"
+            "    for _ in range(200):\n"
+            "        f.write(b'x' * (1 << 20))\n")
+    with make_sandbox() as box:
+        with pytest.raises(SandboxExecutionError, match="No space left on device"):
+            box.execute(fill, {})
+        listing = box.execute("import os\nresult = {'type': 'string', 'value': repr(sorted(os.listdir('.')))}", {})
+        assert "fill.bin" not in listing["value"]
+        assert box.execute("result = {'type': 'number', 'value': 7}", {})["value"] == 7
+
+
 def test_cold_pod_is_labelled_single_use_and_has_no_token(make_sandbox, admin_kube):
     box = make_sandbox()
     box.start()
