@@ -157,8 +157,9 @@ def _idle_spare_faults(proc) -> list[int]:
 
 
 def test_over_http_a_warmed_spare_runs_a_job_exactly_like_a_cold_one():
-    warm = start_executor("--slots", "2", "--prewarm", "on")
-    cold = start_executor("--slots", "2", "--prewarm", "off")
+    # Prefault off in both: its copies would be among the idle spares' faults too.
+    warm = start_executor("--slots", "2", "--prewarm", "on", "--prefault", "off")
+    cold = start_executor("--slots", "2", "--prewarm", "off", "--prefault", "off")
     try:
         got_warm, got_cold = _probe(warm), _probe(cold)
         time.sleep(1.5)

@@ -15,10 +15,11 @@ import resource
 import signal
 import sys
 import traceback
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .. import wire
 from . import framing, isolation
+from . import prefault as _prefault
 from . import prewarm as _prewarm
 
 TRACEBACK_MAX = 64 * 1024
@@ -78,13 +79,16 @@ def spare_main(
     scratch: str,
     parent_pid: int | None = None,
     prewarm: bool = False,
+    prefault_ranges: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Entry point right after fork(); never returns.
 
     Everything that does not depend on the job (session, fds, seccomp, scratch directory,
-    environment) happens here, before the job arrives, off the request's critical path. With
-    ``prewarm`` a spare whose job is not there yet then warms the common pandas paths
-    (:mod:`.prewarm`), confined as it is, stopping as soon as the job pipe is readable.
+    environment) happens here, before the job arrives, off the request's critical path. Then,
+    until its job is there, the spare copies the pages an execution is known to write
+    (``prefault_ranges``, :mod:`.prefault`). With ``prewarm`` a spare whose job is not there yet
+    then warms the common pandas paths (:mod:`.prewarm`), confined as it is, stopping as soon as
+    the job pipe is readable.
     """
     try:
         os.setsid()
@@ -115,6 +119,8 @@ def spare_main(
             os.write(2, traceback.format_exc().encode()[-4000:])
         finally:
             os._exit(EXIT_SETUP_FAILED)
+    if prefault_ranges:
+        _prefault.populate(prefault_ranges, job_fd)
     if prewarm:
         _prewarm.warm_until_job(job_fd, datasets_cache)
     try:

@@ -49,6 +49,7 @@ class Config:
     threads: int = 6
     spares: int = 2
     prewarm: bool = False
+    prefault: bool = True
     dataset_cache_bytes: int = 1024 * MIB
     log_level: str = "INFO"
 
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spares", type=int, default=None, help="pre-forked spare children [SANDBOX_SPARES, 2]")
     p.add_argument("--prewarm", choices=("on", "off"), default=None,
                    help="idle spares warm the common pandas paths until their job comes [SANDBOX_PREWARM, off]")
+    p.add_argument("--prefault", choices=("on", "off"), default=None,
+                   help="idle spares copy the pages an execution writes before their job comes "
+                        "[SANDBOX_PREFAULT, on]")
     p.add_argument("--timeout", type=float, default=None,
                    help=f"default timeout_s [SANDBOX_TIMEOUT_S, {d.default_timeout_s}]")
     p.add_argument("--max-timeout", type=float, default=None,
@@ -167,9 +171,12 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     spares = pick(args.spares, "SANDBOX_SPARES", 2, int)
     if spares < 0:
         problems.append("spares")
-    prewarm = pick(args.prewarm, "SANDBOX_PREWARM", "off").strip().lower()
-    if prewarm not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
-        problems.append("prewarm (on or off)")
+    switches = {}
+    for name, flag, default in (("prewarm", args.prewarm, "off"), ("prefault", args.prefault, "on")):
+        value = pick(flag, f"SANDBOX_{name.upper()}", default).strip().lower()
+        if value not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+            problems.append(f"{name} (on or off)")
+        switches[name] = value in ("on", "1", "true", "yes")
     if problems:
         raise SystemExit(f"pod-sandbox-executor: invalid settings: {', '.join(problems)}")
     tmp = env.get("TMPDIR") or "/tmp"
@@ -183,6 +190,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         claimable=bool(args.claimable) or _env_bool(env.get("SANDBOX_CLAIMABLE")),
         threads=pick(args.threads, "SANDBOX_THREADS", slots + 4, int),
         spares=spares,
-        prewarm=prewarm in ("on", "1", "true", "yes"),
+        prewarm=switches["prewarm"],
+        prefault=switches["prefault"],
         log_level=pick(args.log_level, "SANDBOX_LOG_LEVEL", "INFO").upper(),
     )

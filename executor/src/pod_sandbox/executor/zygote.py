@@ -11,6 +11,10 @@ Python thread; pyarrow's native pools are fork-aware). It
   before are discarded by the fork-server;
 * reaps its children with ``wait4``, kills each finished child's process group, reports the exit
   facts (pid, wait status, ru_maxrss) and removes the scratch directory;
+* forks a probe (:mod:`.prefault`, confined like a spare, running only this package's code) at
+  start, when the staged data changes and every ``PROBE_EVERY_FORKS`` spares, to learn which
+  inherited pages an execution writes; spares forked after its report copy those pages while
+  they wait for their job;
 * dies with the fork-server (``PR_SET_PDEATHSIG``), and its spares die with it in turn; user code
   cannot signal it (its pid is in the seccomp filter's protected set) nor read it (non-dumpable).
 """
@@ -26,14 +30,19 @@ import socket
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, handoff, isolation
+from . import child, handoff, isolation, prefault
 from .config import Config
 from .datacache import DatasetCache
 
 log = logging.getLogger("pod_sandbox.zygote")
 STOP_GRACE_S = 2.0
+#: A probe that has not reported by then is killed (it takes ~50-100 ms).
+PROBE_TIMEOUT_S = 10.0
+#: The zygote's heap drifts as it works: learn again after this many spares.
+PROBE_EVERY_FORKS = 1000
 
 
 def kill_group(pid: int) -> None:
@@ -43,6 +52,16 @@ def kill_group(pid: int) -> None:
             fn(target, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@dataclass
+class ProbeRun:
+    """A prefault probe on its way: its pid, the read end of its report pipe, what came so far."""
+
+    pid: int
+    fd: int
+    started: float
+    data: bytearray = field(default_factory=bytearray)
 
 
 class Zygote:
@@ -58,6 +77,11 @@ class Zygote:
         self.pending_forks = 0
         self.stopping = False
         self.seccomp_program = b""
+        self.prefault_ranges: list[prefault.Range] = []
+        self.probe: ProbeRun | None = None
+        self.probe_again = False
+        self.probe_pids: set[int] = set()    # probes not reaped yet
+        self.forks_since_probe = 0
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
 
@@ -122,7 +146,7 @@ class Zygote:
             try:
                 child.spare_main(job_r, result_w, out_w, err_w, self.seccomp_program,
                                  self.cache.view, self.config.data_dir, scratch, parent_pid=parent,
-                                 prewarm=self.config.prewarm)
+                                 prewarm=self.config.prewarm, prefault_ranges=self.prefault_ranges)
             finally:
                 os._exit(child.EXIT_CRASHED)
         for fd in (job_r, result_w, out_w, err_w):
@@ -130,12 +154,108 @@ class Zygote:
         for fd in (result_r, out_r, err_r):
             os.set_blocking(fd, False)  # on the shared open file: the fork-server reads them so
         self.children[pid] = scratch
+        self.forks_since_probe += 1
+        if self.forks_since_probe >= PROBE_EVERY_FORKS:
+            self.start_probe()
         parent_ends = [job_w, result_r, out_r, err_r]
         try:
             self.send({"op": "spare", "pid": pid, "generation": generation, "scratch": scratch}, parent_ends)
         finally:
             for fd in parent_ends:
                 os.close(fd)
+
+    # -- prefault probe ----------------------------------------------------------------------
+    def start_probe(self) -> None:
+        """Fork a probe that learns which inherited pages an execution writes (or ask for another
+        once the running one is done). Best effort: without a report, spares keep the old ranges."""
+        if not self.config.prefault or self.stopping:
+            return
+        if self.probe is not None:
+            self.probe_again = True
+            return
+        self.probe_again = False
+        self.forks_since_probe = 0
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            log.warning("zygote: could not fork a prefault probe: %s", exc)
+            return
+        if pid == 0:  # the probe
+            code = 0
+            try:
+                prefault.probe_main(write_fd, parent, self.cache.view, self.config.data_dir,
+                                    self.seccomp_program, self.probe_limits())
+            except BaseException:  # noqa: BLE001 - no report: the zygote keeps what it had
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.probe_pids.add(pid)
+        self.probe = ProbeRun(pid, read_fd, time.monotonic())
+        self.sel.register(read_fd, selectors.EVENT_READ, "probe")
+
+    def probe_limits(self) -> isolation.ChildLimits:
+        """A job's rlimits for the probe: its memory and processes, a few CPU seconds, no files."""
+        return isolation.ChildLimits(
+            cpu_seconds=prefault.PROBE_CPU_S,
+            address_space_bytes=isolation.address_space_bytes() + self.config.limits.memory_limit_bytes,
+            max_processes=self.config.limits.max_processes,
+            max_file_bytes=0,
+            max_open_files=min(64, self.config.limits.max_open_files),
+        )
+
+    def on_probe(self) -> None:
+        """Read what the probe reported so far; at EOF take its ranges."""
+        probe = self.probe
+        if probe is None:
+            return
+        try:
+            while chunk := os.read(probe.fd, 1 << 16):
+                probe.data += chunk
+                if len(probe.data) > prefault.MAX_REPORT_BYTES:
+                    kill_group(probe.pid)
+                    self.end_probe(None)
+                    return
+        except BlockingIOError:
+            return
+        self.end_probe(prefault.decode(bytes(probe.data)))
+
+    def end_probe(self, ranges: list[prefault.Range] | None) -> None:
+        """Close the probe's pipe; keep its ranges (None: it failed, keep the old ones)."""
+        probe = self.probe
+        if probe is None:
+            return
+        self.probe = None
+        self.sel.unregister(probe.fd)
+        os.close(probe.fd)
+        if ranges is None:
+            log.warning("zygote: the prefault probe (pid %d) gave no report; spares keep the %d "
+                        "ranges learned before", probe.pid, len(self.prefault_ranges))
+        else:
+            self.prefault_ranges = ranges
+            log.info("zygote: prefault probe learned %d pages in %d ranges in %.0f ms",
+                     sum(length for _, length in ranges) // prefault.PAGE, len(ranges),
+                     (time.monotonic() - probe.started) * 1000)
+        if self.probe_again:
+            self.start_probe()
+
+    def check_probe(self) -> float | None:
+        """Kill a probe past its deadline; return the seconds it has left (None: no probe)."""
+        if self.probe is None:
+            return None
+        left = self.probe.started + PROBE_TIMEOUT_S - time.monotonic()
+        if left > 0:
+            return left
+        kill_group(self.probe.pid)
+        self.end_probe(None)
+        return None
 
     # -- requests ----------------------------------------------------------------------------
     def on_control(self) -> None:
@@ -157,7 +277,10 @@ class Zygote:
                 self.pending_forks += max(0, int(message.get("n", 0)))
             elif op == "cache":
                 names = [n for n in message.get("names", []) if isinstance(n, str)]
+                generation = self.cache.generation
                 checked = self.cache.refresh(names)
+                if self.cache.generation != generation:
+                    self.start_probe()  # the new frames are where the next executions read
                 self.send({"op": "cached", "seq": message.get("seq", 0), "generation": self.cache.generation,
                            "checked": checked, "cached": sorted(self.cache.entries)})
             else:
@@ -172,6 +295,10 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if pid in self.probe_pids:
+                self.probe_pids.discard(pid)
+                kill_group(pid)
+                continue
             scratch = self.children.pop(pid, None)
             if scratch is None:
                 continue  # a re-parented grandchild of user code
@@ -188,12 +315,16 @@ class Zygote:
     # -- loop --------------------------------------------------------------------------------
     def serve(self) -> None:
         """Run until the fork-server closes the channel (or SIGTERM); kill every child on the way out."""
+        self.start_probe()
         while not self.stopping:
             # Requests and exits first, one fork at a time in between: an exit report or a
             # cache request never waits behind a batch of forks.
             busy = self.pending_forks > 0 or bool(self.to_remove)
-            for key, _mask in self.sel.select(0 if busy else None):
-                if key.data == "wake":
+            probe_left = self.check_probe()
+            for key, _mask in self.sel.select(0 if busy else probe_left):
+                if key.data == "probe":
+                    self.on_probe()
+                elif key.data == "wake":
                     try:
                         while self.wake_r.recv(4096):
                             pass
@@ -218,6 +349,9 @@ class Zygote:
 
     def shutdown(self) -> None:
         """Kill every child's group, reap them (briefly), remove their scratch directories."""
+        if self.probe is not None:
+            kill_group(self.probe.pid)
+            self.end_probe(None)
         for pid in list(self.children):
             kill_group(pid)
         deadline = time.monotonic() + STOP_GRACE_S

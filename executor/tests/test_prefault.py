@@ -1,0 +1,291 @@
+"""Prefaulting idle spares: the probe learns the pages an execution writes, spares copy them early."""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import resource
+import time
+
+import pytest
+
+from pod_sandbox.executor import prefault
+from server_process import SANDBOX_UID, start_executor
+
+PAGE = mmap.PAGESIZE
+
+needs_populate = pytest.mark.skipif(not prefault.supported(), reason="kernel without MADV_POPULATE_WRITE (< 5.14)")
+
+
+def _in_fork(fn) -> bytes:
+    """Run ``fn`` in a forked child; return the bytes it returned (the child never returns)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            data = fn()
+            while data:
+                data = data[os.write(w, data):]
+        except BaseException:  # noqa: BLE001 - report by exit code
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 1 << 16):
+        chunks.append(chunk)
+    os.close(r)
+    assert os.waitpid(pid, 0)[1] == 0
+    return b"".join(chunks)
+
+
+def _area(pages: int) -> tuple[mmap.mmap, int]:
+    """An anonymous private mapping, every page present (written), and its address."""
+    import ctypes
+
+    area = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(pages):
+        area[i * PAGE] = 1
+    view = ctypes.c_char.from_buffer(area)
+    address = ctypes.addressof(view)
+    del view
+    return area, address
+
+
+def test_writable_ranges_keep_private_writable_mappings_only():
+    maps = (
+        "55d0a0000000-55d0a0021000 rw-p 00000000 00:00 0                          [heap]\n"
+        "7f0000000000-7f0000001000 r--p 00000000 08:01 42                         /usr/lib/x.so\n"
+        "7f0000001000-7f0000003000 rw-p 00001000 08:01 42                         /usr/lib/x.so\n"
+        "7f0000003000-7f0000004000 rw-s 00000000 00:01 7                          /dev/shm/shared\n"
+        "7f1000000000-7f2000000000 rw-p 00000000 00:00 0 \n"  # a 64 GiB reservation: not scanned
+        "7ffd00000000-7ffd00001000 ---p 00000000 00:00 0 \n"
+    )
+    assert prefault.writable_ranges(maps) == [(0x55D0A0000000, 0x21000), (0x7F0000001000, 0x2000)]
+
+
+def test_to_ranges_joins_pages_across_small_gaps():
+    pages = [0x10000, 0x11000, 0x13000, 0x20000, 0x1F000]
+    assert prefault.to_ranges(pages, gap_pages=1) == [(0x10000, 0x4000), (0x1F000, 0x2000)]
+    assert prefault.to_ranges(pages, gap_pages=0) == [(0x10000, 0x2000), (0x13000, 0x1000), (0x1F000, 0x2000)]
+    assert prefault.to_ranges([]) == []
+
+
+@pytest.mark.parametrize("report", [b"", b"{", b"[[1, 4096]]", b"[[4096, 100]]", b"[[-4096, 4096]]",
+                                    b"[[4096]]", b'[["a", 4096]]', b"{}", b"[[4096, 0]]"])
+def test_a_malformed_probe_report_is_no_report(report):
+    assert prefault.decode(report) is None
+
+
+def test_a_report_round_trips():
+    ranges = [(0x7F0000000000, 3 * PAGE), (0x7F0000010000, PAGE)]
+    assert prefault.decode(prefault.encode(ranges)) == ranges
+    assert prefault.decode(prefault.encode([])) == []
+
+
+def test_learn_finds_the_inherited_pages_a_fork_wrote_and_no_others():
+    area, address = _area(64)
+    written = [3, 10, 11, 12, 40]
+
+    def probe() -> bytes:
+        def work() -> None:
+            for i in written:
+                area[i * PAGE] = 2
+
+        return prefault.encode(prefault.learn(work))
+
+    try:
+        ranges = prefault.decode(_in_fork(probe))
+        assert ranges is not None
+        learned = {start + offset for start, length in ranges for offset in range(0, length, PAGE)}
+        ours = {address + i * PAGE for i in range(64)}
+        assert {address + i * PAGE for i in written} <= learned
+        # Gaps of one page are joined (page 4 is not written but lies in no gap): nothing else of ours.
+        assert learned & ours == {address + i * PAGE for i in written}
+    finally:
+        area.close()
+
+
+@needs_populate
+def test_populated_pages_take_no_fault_when_the_work_writes_them():
+    pages = 256
+    area, address = _area(pages)
+
+    def write_all_and_count(populate: bool) -> bytes:
+        def run() -> bytes:
+            if populate:
+                assert prefault.populate([(address, pages * PAGE)], None) == pages * PAGE
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for i in range(pages):
+                area[i * PAGE] = 3
+            return str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode()
+
+        return run
+
+    try:
+        cold = int(_in_fork(write_all_and_count(False)))
+        warm = int(_in_fork(write_all_and_count(True)))
+        assert cold >= pages, cold  # each first write copies the page shared with the parent
+        assert warm < 16, warm
+        assert area[0] == 1  # populating changed nothing the parent sees
+    finally:
+        area.close()
+
+
+@needs_populate
+def test_populate_waits_for_an_idle_spare_and_stops_for_the_job():
+    area, address = _area(64)
+    ranges = [(address + i * PAGE, PAGE) for i in range(0, 64, 2)]  # 32 ranges, 2 batches
+    r, w = os.pipe()
+    try:
+        started = time.monotonic()
+        assert prefault.populate(ranges, r, idle_s=0.05) == 32 * PAGE  # no job: all of it
+        assert time.monotonic() - started >= 0.045  # but only after the idle wait
+        os.write(w, b"job")
+        assert prefault.populate(ranges, r, idle_s=0.05) == 0  # the job is there: nothing
+        assert prefault.populate(ranges, r, idle_s=0) == 0
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        area.close()
+
+
+@needs_populate
+def test_populate_skips_ranges_that_are_gone():
+    area, address = _area(4)
+    gone = mmap.mmap(-1, PAGE)
+    import ctypes
+
+    view = ctypes.c_char.from_buffer(gone)
+    gone_address = ctypes.addressof(view)
+    del view
+    gone.close()
+    try:
+        done = prefault.populate([(gone_address, PAGE), (address, 4 * PAGE)], None)
+        assert done == 4 * PAGE
+    finally:
+        area.close()
+
+
+def test_a_non_dumpable_probe_confines_itself_then_reports_what_it_learned(tmp_path):
+    """probe_main as the zygote runs it: forked from a non-dumpable process, so it must turn
+    dumpable for a moment to open its pagemap; confined (seccomp: no network) before it learns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401 - preloaded, as in the zygote (the sandbox uid may not read this venv)
+    import pandas  # noqa: F401
+
+    from pod_sandbox import wire  # noqa: F401
+    from pod_sandbox.executor import child, framing, isolation, prewarm  # noqa: F401
+
+    program = isolation.compile_seccomp(())
+    limits = isolation.ChildLimits(cpu_seconds=5, address_space_bytes=isolation.address_space_bytes() + (1 << 30),
+                                   max_processes=1024, max_file_bytes=0, max_open_files=64)
+    r, w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            if os.geteuid() == 0:  # as the pod runs it: no capability opens a root-owned file
+                os.setgroups([])
+                os.setgid(SANDBOX_UID)
+                os.setuid(SANDBOX_UID)
+            isolation.make_undumpable()
+            prefault.probe_main(w, parent, {}, str(tmp_path), program, limits)
+            import socket
+
+            try:
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                code = 3  # the filter is not loaded
+            except PermissionError:
+                pass
+            if isolation.is_dumpable() or os.getsid(0) != os.getpid():
+                code = 4
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 1 << 16):
+        chunks.append(chunk)
+    os.close(r)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    ranges = prefault.decode(b"".join(chunks))
+    assert ranges is not None
+    if prefault.supported():
+        assert sum(length for _, length in ranges) >= 100 * PAGE, ranges  # a typical execution writes hundreds
+
+
+def test_an_oversized_report_is_no_report():
+    many = [(PAGE * (2 * i + 1), PAGE) for i in range(prefault.MAX_PAGES + 1)]
+    assert prefault.decode(prefault.encode(many)) is None
+    assert prefault.decode(b" " * (prefault.MAX_REPORT_BYTES + 1) + b"[]") is None
+
+
+def test_config_prefault_flag_and_environment():
+    from pod_sandbox.executor.config import load_config
+
+    assert load_config([], {}).prefault is True
+    assert load_config(["--prefault", "off"], {}).prefault is False
+    assert load_config(["--prefault", "on"], {"SANDBOX_PREFAULT": "0"}).prefault is True
+    assert load_config([], {"SANDBOX_PREFAULT": "no"}).prefault is False
+    with pytest.raises(SystemExit, match="prefault"):
+        load_config([], {"SANDBOX_PREFAULT": "sometimes"})
+
+
+# User code counting the page faults of its own query: the copies an idle, prefaulted spare has
+# already taken are not among them.
+FAULTS = """
+import resource
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+df = execute_sql_query('SELECT 1')
+value = float(df.loc[df['amount'] > 50, 'amount'].mean())
+result = {'type': 'string', 'value': f"{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before} {value}"}
+"""
+
+
+def _staged(proc) -> dict[str, str]:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"region": ["n", "s", "e", "w"] * 2500, "amount": np.arange(10_000, dtype="float64")})
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    r = proc.request("PUT", "/v1/files/sales.parquet", buf.getvalue(), {"Content-Type": "application/octet-stream"})
+    assert r.status == 201, r.body
+    datasets = {"SELECT 1": "sales.parquet"}
+    proc.run("result = {'type': 'number', 'value': 1}", datasets=datasets)  # loads the cache
+    return datasets
+
+
+@needs_populate
+def test_over_http_idle_prefaulted_spares_spare_the_query_its_copies():
+    on = start_executor("--slots", "2")  # on by default
+    off = start_executor("--slots", "2", "--prefault", "off")
+    try:
+        faults = {}
+        for name, proc in (("on", on), ("off", off)):
+            datasets = _staged(proc)
+            counts = []
+            for _ in range(5):
+                time.sleep(0.5)  # idle: the spares have learned ranges and have populated them
+                body = proc.run(FAULTS, datasets=datasets)
+                assert body["status"] == "ok", body
+                count, value = body["result"]["value"].split()
+                assert float(value) == 5025.0  # mean of 51..9999
+                counts.append(int(count))
+            faults[name] = sorted(counts)[2]
+        assert faults["on"] < 0.75 * faults["off"], faults
+        assert "prefault probe learned" in on.log()
+        assert "prefault probe" not in off.log()
+        assert on.leftovers() == [] and off.leftovers() == []
+    finally:
+        on.stop()
+        off.stop()
