@@ -43,6 +43,9 @@ STOP_GRACE_S = 2.0
 PROBE_TIMEOUT_S = 10.0
 #: The zygote's heap drifts as it works: learn again after this many spares.
 PROBE_EVERY_FORKS = 1000
+#: At start, the first spares wait this long at most for the first probe's report (~30-60 ms),
+#: so that the first executions of a fresh pod find their pages copied too.
+FIRST_PROBE_WAIT_S = 2.0
 
 
 def kill_group(pid: int) -> None:
@@ -235,6 +238,8 @@ class Zygote:
         self.probe = None
         self.sel.unregister(probe.fd)
         os.close(probe.fd)
+        if self.stopping:
+            return
         if ranges is None:
             log.warning("zygote: the prefault probe (pid %d) gave no report; spares keep the %d "
                         "ranges learned before", probe.pid, len(self.prefault_ranges))
@@ -316,11 +321,15 @@ class Zygote:
     def serve(self) -> None:
         """Run until the fork-server closes the channel (or SIGTERM); kill every child on the way out."""
         self.start_probe()
+        hold_forks_until = time.monotonic() + FIRST_PROBE_WAIT_S
         while not self.stopping:
             # Requests and exits first, one fork at a time in between: an exit report or a
             # cache request never waits behind a batch of forks.
-            busy = self.pending_forks > 0 or bool(self.to_remove)
             probe_left = self.check_probe()
+            hold_left = hold_forks_until - time.monotonic() if self.probe is not None else 0.0
+            busy = (self.pending_forks > 0 and hold_left <= 0) or bool(self.to_remove)
+            if probe_left is not None and hold_left > 0:
+                probe_left = min(probe_left, hold_left)
             for key, _mask in self.sel.select(0 if busy else probe_left):
                 if key.data == "probe":
                     self.on_probe()
@@ -335,7 +344,7 @@ class Zygote:
             self.reap()
             if self.stopping:
                 break
-            if self.pending_forks > 0:
+            if self.pending_forks > 0 and (self.probe is None or time.monotonic() >= hold_forks_until):
                 self.pending_forks -= 1
                 try:
                     self.fork_spare()
