@@ -19,14 +19,15 @@ needs_populate = pytest.mark.skipif(not prefault.supported(), reason="kernel wit
 
 
 def _in_fork(fn) -> bytes:
-    """Run ``fn`` in a forked child; return the bytes it returned (the child never returns)."""
+    """Run ``fn(report_fd)`` in a forked child; return what it wrote there plus what it returned
+    (bytes or None). The child never returns; an exception in it fails the test here."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             os.close(r)
-            data = fn()
+            data = fn(w)
             while data:
                 data = data[os.write(w, data):]
         except BaseException:  # noqa: BLE001 - report by exit code
@@ -38,7 +39,7 @@ def _in_fork(fn) -> bytes:
     while chunk := os.read(r, 1 << 16):
         chunks.append(chunk)
     os.close(r)
-    assert os.waitpid(pid, 0)[1] == 0
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "the forked child failed"
     return b"".join(chunks)
 
 
@@ -90,7 +91,7 @@ def test_learn_finds_the_inherited_pages_a_fork_wrote_and_no_others():
     area, address = _area(64)
     written = [3, 10, 11, 12, 40]
 
-    def probe() -> bytes:
+    def probe(_fd: int) -> bytes:
         def work() -> None:
             for i in written:
                 area[i * PAGE] = 2
@@ -115,7 +116,7 @@ def test_populated_pages_take_no_fault_when_the_work_writes_them():
     area, address = _area(pages)
 
     def write_all_and_count(populate: bool) -> bytes:
-        def run() -> bytes:
+        def run(_fd: int) -> bytes:
             if populate:
                 assert prefault.populate([(address, pages * PAGE)], None) == pages * PAGE
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -185,39 +186,24 @@ def test_a_non_dumpable_probe_confines_itself_then_reports_what_it_learned(tmp_p
     program = isolation.compile_seccomp(())
     limits = isolation.ChildLimits(cpu_seconds=5, address_space_bytes=isolation.address_space_bytes() + (1 << 30),
                                    max_processes=1024, max_file_bytes=0, max_open_files=64)
-    r, w = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            if os.geteuid() == 0:  # as the pod runs it: no capability opens a root-owned file
-                os.setgroups([])
-                os.setgid(SANDBOX_UID)
-                os.setuid(SANDBOX_UID)
-            isolation.make_undumpable()
-            prefault.probe_main(w, parent, {}, str(tmp_path), program, limits)
-            import socket
 
-            try:
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                code = 3  # the filter is not loaded
-            except PermissionError:
-                pass
-            if isolation.is_dumpable() or os.getsid(0) != os.getpid():
-                code = 4
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 1 << 16):
-        chunks.append(chunk)
-    os.close(r)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    ranges = prefault.decode(b"".join(chunks))
+    def probe(report_fd: int) -> None:
+        if os.geteuid() == 0:  # as the pod runs it: no capability opens a root-owned file
+            os.setgroups([])
+            os.setgid(SANDBOX_UID)
+            os.setuid(SANDBOX_UID)
+        isolation.make_undumpable()
+        prefault.probe_main(report_fd, parent, {}, str(tmp_path), program, limits)
+        import socket
+
+        with pytest.raises(PermissionError):  # the seccomp filter is loaded
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        assert not isolation.is_dumpable()  # dumpable only for the pagemap's open
+        assert os.getsid(0) == os.getpid()
+
+    report = _in_fork(probe)
+    ranges = prefault.decode(report)
     assert ranges is not None
     if prefault.supported():
         assert sum(length for _, length in ranges) >= 100 * PAGE, ranges  # a typical execution writes hundreds
