@@ -189,6 +189,17 @@ class ExecutorProcess:
                 break
         return out
 
+    def spare_minor_faults(self) -> list[int]:
+        """Minor page faults so far of each child of the zygote (field 10 of /proc/<pid>/stat)."""
+        faults = []
+        for spare in self.roles()["spare"]:
+            try:
+                with open(f"/proc/{spare.pid}/stat", encoding="ascii") as fh:
+                    faults.append(int(fh.read().rsplit(")", 1)[1].split()[7]))
+            except OSError:
+                continue  # gone meanwhile
+        return faults
+
     def long_lived(self) -> list[psutil.Process]:
         """HTTP process, fork-server and zygote (the processes that hold memory across executions)."""
         roles = self.roles()

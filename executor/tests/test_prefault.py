@@ -254,22 +254,37 @@ def _staged(proc) -> dict[str, str]:
     return datasets
 
 
+def _populated(on, off, timeout_s: float = 20.0) -> bool:
+    """Wait until every idle spare of ``on`` holds ~1,400 more copied pages than any of ``off``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        warm, cold = on.spare_minor_faults(), off.spare_minor_faults()
+        if (len(warm) >= on.idle_spares() and len(cold) >= off.idle_spares()
+                and min(warm) > max(cold) + 500):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 @needs_populate
 def test_over_http_idle_prefaulted_spares_spare_the_query_its_copies():
     on = start_executor("--slots", "2")  # on by default
     off = start_executor("--slots", "2", "--prefault", "off")
     try:
+        # A fresh server's first spares waited for the first report and, idle, populated it.
+        assert _populated(on, off), (on.spare_minor_faults(), off.spare_minor_faults())
         faults, so_far = {}, {}
         for name, proc in (("on", on), ("off", off)):
-            time.sleep(0.5)
-            # A fresh server's first spares waited for the first report: the very first
-            # execution already finds ~1,400 more pages copied before user code starts.
+            # The very first execution finds ~1,400 more pages copied before user code starts.
             so_far[name] = proc.run(SO_FAR)["result"]["value"]
-            datasets = _staged(proc)
+        datasets = {name: _staged(proc) for name, proc in (("on", on), ("off", off))}
+        for name, proc in (("on", on), ("off", off)):
             counts = []
             for _ in range(5):
-                time.sleep(0.5)  # idle: the spares have learned ranges and have populated them
-                body = proc.run(FAULTS, datasets=datasets)
+                # Idle: the new spares have learned ranges and have populated them.
+                assert _populated(on, off), (on.spare_minor_faults(), off.spare_minor_faults())
+                body = proc.run(FAULTS, datasets=datasets[name])
                 assert body["status"] == "ok", body
                 count, value = body["result"]["value"].split()
                 assert float(value) == 5025.0  # mean of 51..9999
@@ -279,7 +294,7 @@ def test_over_http_idle_prefaulted_spares_spare_the_query_its_copies():
         assert so_far["on"] > so_far["off"] + 500, so_far
         assert "prefault probe learned" in on.log()
         assert "prefault probe" not in off.log()
-        assert on.leftovers() == [] and off.leftovers() == []
+        assert on.wait_no_leftovers() == [] and off.wait_no_leftovers() == []
     finally:
         on.stop()
         off.stop()

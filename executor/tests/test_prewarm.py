@@ -147,15 +147,6 @@ def _probe(proc) -> dict:
     return body
 
 
-def _idle_spare_faults(proc) -> list[int]:
-    """Minor page faults of each idle spare so far (field 10 of /proc/<pid>/stat)."""
-    faults = []
-    for spare in proc.roles()["spare"]:
-        with open(f"/proc/{spare.pid}/stat", encoding="ascii") as fh:
-            faults.append(int(fh.read().rsplit(")", 1)[1].split()[7]))
-    return faults
-
-
 def test_over_http_a_warmed_spare_runs_a_job_exactly_like_a_cold_one():
     # Prefault off in both: its copies would be among the idle spares' faults too.
     warm = start_executor("--slots", "2", "--prewarm", "on", "--prefault", "off")
@@ -164,7 +155,7 @@ def test_over_http_a_warmed_spare_runs_a_job_exactly_like_a_cold_one():
         got_warm, got_cold = _probe(warm), _probe(cold)
         time.sleep(1.5)
         # The warm-up did run (its copy-on-write faults are in the idle spares), not only the job.
-        warm_faults, cold_faults = _idle_spare_faults(warm), _idle_spare_faults(cold)
+        warm_faults, cold_faults = warm.spare_minor_faults(), cold.spare_minor_faults()
         assert warm_faults and cold_faults
         assert min(warm_faults) > max(cold_faults) + 500, (warm_faults, cold_faults)
         for key in ("result", "stdout", "stderr", "error", "status"):

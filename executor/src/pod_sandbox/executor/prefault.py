@@ -1,6 +1,6 @@
-"""Copy an idle spare's soon-to-be-written pages before its job comes: learn them in a probe, populate them in the spare.
+"""Idle spares copy the pages an execution will write: learned in a probe, populated in the spare.
 
-A spare shares the zygote's memory copy-on-write. A small query then takes ~1,500 page faults on
+A spare shares the zygote's memory copy-on-write. A small query then takes ~1,100 page faults on
 its critical path, nearly all first writes to inherited pages (reference counts, allocator
 pools), each copying 4 KiB. Those pages are much the same for every execution, so:
 
@@ -15,8 +15,8 @@ pools), each copying 4 KiB. Those pages are much the same for every execution, s
 * :func:`populate` runs in every spare once it is confined and has waited ``IDLE_S`` for its
   job in vain: ``madvise(MADV_POPULATE_WRITE)`` on those ranges takes the copies there and then.
   It checks the job pipe between small batches and stops as soon as the job is there. A spare
-  that gets its job at once (a busy server) does no extra work; an idle server spends idle CPU. Populating never changes memory
-  contents; it only ends the sharing early.
+  that gets its job at once (a busy server) does no extra work; an idle server spends idle CPU.
+  Populating never changes memory contents; it only ends the sharing early.
 
 Kernels before 5.14 (and sandboxes such as gVisor) answer ``EINVAL``: :func:`supported` says so
 in the probe, which then learns nothing, and spares do no more than before.
@@ -32,6 +32,8 @@ import os
 import select
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from . import isolation
 
 MADV_POPULATE_WRITE = 23  # Linux 5.14
 PAGE = mmap.PAGESIZE
@@ -108,8 +110,6 @@ def open_pagemap() -> int:
 
     A non-dumpable process (the zygote and its forks are) cannot open it: its ``/proc/self``
     files belong to root. It turns dumpable for the open and back at once; the fd stays valid."""
-    from . import isolation  # noqa: PLC0415 - child (which imports this module) imports it too
-
     if isolation.is_dumpable():
         return os.open("/proc/self/pagemap", os.O_RDONLY)
     isolation.prctl(isolation.PR_SET_DUMPABLE, 1)
@@ -212,15 +212,15 @@ def populate(ranges: Sequence[Range], job_fd: int | None = None, idle_s: float =
 
 
 def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], data_dir: str,
-               seccomp_program: bytes, limits: Any) -> None:
+               seccomp_program: bytes, limits: isolation.ChildLimits) -> None:
     """The probe, right after the zygote forked it: confine, learn, report on ``report_fd``.
 
     Confined like a spare before anything else (own session, stdio on /dev/null, no fd but its
-    report pipe, the children's seccomp filter, ``limits``: an ``isolation.ChildLimits``), it dies
-    with the zygote and runs only :func:`typical_execution`. The caller ``_exit``s."""
+    report pipe, the children's seccomp filter, the rlimits ``limits``), it dies with the zygote
+    and runs only :func:`typical_execution`. The caller ``_exit``s."""
     import signal  # noqa: PLC0415
 
-    from . import child, framing, isolation  # noqa: PLC0415 - child imports this module
+    from . import child, framing  # noqa: PLC0415 - child imports this module
 
     os.setsid()
     isolation.die_with_parent()
