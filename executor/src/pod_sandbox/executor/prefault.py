@@ -1,6 +1,6 @@
 """Idle spares copy the pages an execution will write: learned in a probe, populated in the spare.
 
-A spare shares the zygote's memory copy-on-write. A small query then takes ~1,100 page faults on
+A spare shares the zygote's memory copy-on-write. A small query then takes ~1,150 page faults on
 its critical path, nearly all first writes to inherited pages (reference counts, allocator
 pools), each copying 4 KiB. Those pages are much the same for every execution, so:
 
