@@ -68,6 +68,13 @@ def close_fds_except(keep: set[int]) -> None:
         os.closerange(65537, soft)
 
 
+def default_signals() -> None:
+    """Drop the server processes' signal handling inherited through fork (wake-up fd, handlers)."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def spare_main(
     job_fd: int,
     result_fd: int,
@@ -100,9 +107,7 @@ def spare_main(
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         close_fds_except({0, 1, 2, job_fd, result_fd})
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_DFL)
+        default_signals()
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over RLIMIT_FSIZE: EFBIG, not death
         sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115 - lives until _exit

@@ -218,8 +218,6 @@ def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], dat
     Confined like a spare before anything else (own session, stdio on /dev/null, no fd but its
     report pipe, the children's seccomp filter, the rlimits ``limits``), it dies with the zygote
     and runs only :func:`typical_execution`. The caller ``_exit``s."""
-    import signal  # noqa: PLC0415
-
     from . import child, framing  # noqa: PLC0415 - child imports this module
 
     os.setsid()
@@ -230,9 +228,7 @@ def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], dat
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     child.close_fds_except({0, 1, 2, report_fd})
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_DFL)
+    child.default_signals()
     isolation.load_seccomp(seccomp_program)
     isolation.apply_rlimits(limits)
     ranges = learn(typical_execution(datasets, data_dir)) if supported() else []
