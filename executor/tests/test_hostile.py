@@ -12,6 +12,8 @@ import pytest
 
 from server_process import SECRET_ENV_VALUE, ExecutorProcess, HealthPoller
 
+from pod_sandbox.executor import isolation
+
 MIB = 1024 * 1024
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,6 +47,20 @@ def _no_secrets(body: dict[str, Any], server: ExecutorProcess) -> None:
     text = json.dumps(body)
     assert SECRET_ENV_VALUE not in text
     assert server.token not in text
+
+
+def _scrubbed_env_of_cwd(body: dict[str, Any], _server: ExecutorProcess) -> None:
+    seen = json.loads(body["result"]["value"])
+    assert seen["env"] == isolation.scrubbed_environment(seen["cwd"], {
+        name: seen["env"][name] for name in ("MPLCONFIGDIR", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                             "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")})
+
+
+def _zygote_confined(body: dict[str, Any], _server: ExecutorProcess) -> None:
+    """The zygote itself runs under the children's filter (all but the session layer)."""
+    fields = {key: value.strip() for key, value in
+              (line.split(":", 1) for line in body["result"]["value"].splitlines())}
+    assert fields == {"Seccomp": "2", "NoNewPrivs": "1"}, fields
 
 
 def _all(*checks: Callable[[dict[str, Any], ExecutorProcess], None]) -> Callable[[dict[str, Any], ExecutorProcess], None]:
@@ -116,6 +132,11 @@ CASES = [
          _all(_err("PermissionError"), _no_secrets)),
     Case("env_has_no_secrets", "import os\nresult = {'type': 'string', 'value': repr(dict(os.environ))}", "ok",
          None, _no_secrets),
+    Case("env_is_exactly_the_scrubbed_one", "import os, json\nresult = {'type': 'string', 'value': "
+         "json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()})}", "ok", None, _scrubbed_env_of_cwd),
+    Case("parent_runs_under_the_filter_too", "result = {'type': 'string', 'value': "
+         "''.join(l for l in open(f'/proc/{__import__(\"os\").getppid()}/status') "
+         "if l.startswith(('Seccomp:', 'NoNewPrivs:')))}", "ok", None, _zygote_confined),
     Case("write_outside_scratch", "open('/etc/passwd', 'a').write('x')", "error", None, _err("PermissionError")),
     Case("write_into_code_dir", "import pod_sandbox, os\nopen(os.path.join(os.path.dirname(pod_sandbox.__file__), "
          "'evil.py'), 'w')", "error", None, _err("PermissionError")),

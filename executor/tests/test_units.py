@@ -157,6 +157,58 @@ def test_seccomp_blocks_inet_sockets_and_signals_to_protected_pids():
     assert _in_child(body) == 0
 
 
+def test_seccomp_layers_stack_to_the_whole_filter():
+    """The zygote's base layer leaves setsid/setpgid to the session layer each spare adds after
+    its own setsid(); together they deny what the one-piece filter denies."""
+    me = os.getpid()
+    layers = isolation.compile_seccomp_layers((me,))
+
+    def spare() -> int:
+        os.setsid()  # the base layer allows it: the spare needs its own session
+        isolation.load_seccomp(layers.sessions)
+        for call in (os.setsid, lambda: os.setpgid(0, 0)):
+            try:
+                call()
+                return 3
+            except PermissionError:
+                pass
+        return 0
+
+    def zygote() -> int:
+        isolation.load_seccomp(layers.base)
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            return 1
+        except PermissionError:
+            pass
+        try:
+            os.kill(me, 0)
+            return 2
+        except PermissionError:
+            pass
+        return _in_child(spare)
+
+    assert _in_child(zygote) == 0
+
+
+def test_scrubbed_environment_is_prepared_once_and_pointed_at_each_scratch(tmp_path):
+    root = str(tmp_path / "scratch") + "/"  # a trailing slash as a user may write it
+
+    def body() -> int:
+        os.environ["SANDBOX_TOKEN_FILE"] = "/secret/token"
+        os.environ.pop("MPLCONFIGDIR", None)
+        variables = isolation.scrub_environment(root)
+        if "SANDBOX_TOKEN_FILE" in os.environ:
+            return 1
+        if dict(variables) != {"HOME": "", "TMPDIR": "", "MPLCONFIGDIR": "/.mpl"}:
+            return 2
+        scratch = os.path.join(root, "x-1")
+        isolation.enter_scratch(scratch, variables)
+        return 0 if dict(os.environ) == isolation.scrubbed_environment(scratch) else 3
+
+    assert _in_child(body) == 0
+
+
 def test_rlimits_and_dumpable():
     def body() -> int:
         isolation.apply_rlimits(isolation.ChildLimits(cpu_seconds=5, address_space_bytes=isolation.address_space_bytes() + (64 << 20),

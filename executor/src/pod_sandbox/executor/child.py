@@ -75,21 +75,43 @@ def default_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
+def prepare_parent(scratch_root: str) -> tuple[tuple[str, str], ...]:
+    """What the zygote does once so that each spare has less to do after ``fork()``.
+
+    * ``sys.stdin``/``stdout``/``stderr`` as user code gets them: over fds 0-2, UTF-8,
+      line-buffered, with no buffer below the text layer. The objects hold fd numbers, so a spare
+      only ``dup2()``s its pipes onto fds 0-2 (the zygote flushes them before every fork).
+    * the scrubbed environment (:func:`.isolation.scrub_environment`); a spare re-points
+      ``HOME``/``TMPDIR`` at its scratch directory. Returns those variables, for ``spare_main``.
+    """
+    sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False),  # noqa: SIM115
+                                  encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False),  # noqa: SIM115
+                                  encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    return isolation.scrub_environment(scratch_root)
+
+
 def spare_main(
     job_fd: int,
     result_fd: int,
     out_fd: int,
     err_fd: int,
-    seccomp_program: bytes,
+    session_filter: bytes,
     datasets_cache: Mapping[str, Any],
     data_dir: str,
     scratch: str,
+    scratch_variables: Sequence[tuple[str, str]],
     parent_pid: int | None = None,
     prewarm: bool = False,
     prefault_ranges: Sequence[tuple[int, int]] = (),
 ) -> None:
     """Entry point right after fork(); never returns.
 
+    The zygote has run :func:`prepare_parent` (stdio objects, scrubbed environment; it returned
+    ``scratch_variables``) and its
+    seccomp filter is inherited; ``session_filter`` (no ``setsid``/``setpgid``, see
+    :class:`.isolation.SeccompLayers`) is attached after this process's own ``setsid()``.
     Everything that does not depend on the job (session, fds, seccomp, scratch directory,
     environment) happens here, before the job arrives, off the request's critical path. Then,
     until its job is there, the spare copies the pages an execution is known to write
@@ -110,15 +132,9 @@ def spare_main(
         default_signals()
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over RLIMIT_FSIZE: EFBIG, not death
-        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115 - lives until _exit
-        sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False),  # noqa: SIM115
-                                      encoding="utf-8", errors="backslashreplace", line_buffering=True)
-        sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False),  # noqa: SIM115
-                                      encoding="utf-8", errors="backslashreplace", line_buffering=True)
-        isolation.load_seccomp(seccomp_program)
+        isolation.load_seccomp(session_filter)
         _make_scratch(scratch)
-        os.environ.clear()
-        os.environ.update(isolation.scrubbed_environment(scratch))
+        isolation.enter_scratch(scratch, scratch_variables)
     except BaseException:  # noqa: BLE001 - report on fd 2 and die; the fork-server sees the code
         try:
             os.write(2, traceback.format_exc().encode()[-4000:])
@@ -187,7 +203,8 @@ def _error(exc: BaseException, skip_frames: int = 1) -> dict[str, str]:
 def _make_scratch(scratch: str) -> None:
     """The execution's private working directory, with PandasAI's chart folder in it."""
     os.mkdir(scratch, 0o700)
-    os.makedirs(os.path.join(scratch, "exports", "charts"), exist_ok=True)
+    os.mkdir(os.path.join(scratch, "exports"))
+    os.mkdir(os.path.join(scratch, "exports", "charts"))
     os.chdir(scratch)
 
 

@@ -212,12 +212,14 @@ def populate(ranges: Sequence[Range], job_fd: int | None = None, idle_s: float =
 
 
 def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], data_dir: str,
-               seccomp_program: bytes, limits: isolation.ChildLimits) -> None:
+               seccomp_layer: bytes, limits: isolation.ChildLimits) -> None:
     """The probe, right after the zygote forked it: confine, learn, report on ``report_fd``.
 
     Confined like a spare before anything else (own session, stdio on /dev/null, no fd but its
     report pipe, the children's seccomp filter, the rlimits ``limits``), it dies with the zygote
-    and runs only :func:`typical_execution`. The caller ``_exit``s."""
+    and runs only :func:`typical_execution`. ``seccomp_layer`` is attached after ``setsid()``:
+    the zygote passes the session layer (its own filter is inherited), a test the whole filter.
+    The caller ``_exit``s."""
     from . import child, framing  # noqa: PLC0415 - child imports this module
 
     os.setsid()
@@ -229,7 +231,7 @@ def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], dat
         os.dup2(devnull, fd)
     child.close_fds_except({0, 1, 2, report_fd})
     child.default_signals()
-    isolation.load_seccomp(seccomp_program)
+    isolation.load_seccomp(seccomp_layer)
     isolation.apply_rlimits(limits)
     ranges = learn(typical_execution(datasets, data_dir)) if supported() else []
     framing.write_all_fd(report_fd, encode(ranges))

@@ -16,7 +16,9 @@ Python thread; pyarrow's native pools are fork-aware). It
   inherited pages an execution writes; spares forked after its report copy those pages while
   they wait for their job;
 * dies with the fork-server (``PR_SET_PDEATHSIG``), and its spares die with it in turn; user code
-  cannot signal it (its pid is in the seccomp filter's protected set) nor read it (non-dumpable).
+  cannot signal it (its pid is in the seccomp filter's protected set) nor read it (non-dumpable);
+* runs under the children's seccomp filter itself (all but the session rules, which each spare
+  adds after its ``setsid()``), so the spares inherit it instead of attaching it one by one.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Zygote:
         self.to_remove: list[str] = []
         self.pending_forks = 0
         self.stopping = False
-        self.seccomp_program = b""
+        self.session_filter = b""
+        self.scratch_variables: tuple[tuple[str, str], ...] = ()
         self.prefault_ranges: list[prefault.Range] = []
         self.probe: ProbeRun | None = None
         self.probe_again = False
@@ -96,7 +99,8 @@ class Zygote:
         if os.getppid() != parent_pid:  # the fork-server died before PDEATHSIG was armed
             raise OSError(f"zygote: parent {parent_pid} is gone")
         # Its own pid joins the protected set: user code may not signal its parent either.
-        self.seccomp_program = isolation.compile_seccomp((*self.protected_pids, os.getpid()))
+        layers = isolation.compile_seccomp_layers((*self.protected_pids, os.getpid()))
+        self.session_filter = layers.sessions
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
@@ -109,6 +113,12 @@ class Zygote:
         # Below the fork-server and the HTTP process: forking, reaping and user code yield the
         # CPU to requests and answers (inherited by every spare; user code cannot raise it back).
         os.nice(self.config.limits.child_nice)
+        # The children's filter but for its session rules, in the zygote itself: every spare and
+        # probe inherits it through fork() and attaches only the small session layer after its
+        # setsid(). The zygote needs none of what it denies (no network, no signals to the
+        # server, no ptrace, ...), so it is confined the same way.
+        isolation.load_seccomp(layers.base)
+        self.scratch_variables = child.prepare_parent(self.config.scratch_root)
 
     def _on_term(self, *_: Any) -> None:
         self.stopping = True
@@ -147,8 +157,9 @@ class Zygote:
             raise
         if pid == 0:  # the spare
             try:
-                child.spare_main(job_r, result_w, out_w, err_w, self.seccomp_program,
-                                 self.cache.view, self.config.data_dir, scratch, parent_pid=parent,
+                child.spare_main(job_r, result_w, out_w, err_w, self.session_filter,
+                                 self.cache.view, self.config.data_dir, scratch, self.scratch_variables,
+                                 parent_pid=parent,
                                  prewarm=self.config.prewarm, prefault_ranges=self.prefault_ranges)
             finally:
                 os._exit(child.EXIT_CRASHED)
@@ -193,7 +204,7 @@ class Zygote:
             code = 0
             try:
                 prefault.probe_main(write_fd, parent, self.cache.view, self.config.data_dir,
-                                    self.seccomp_program, self.probe_limits())
+                                    self.session_filter, self.probe_limits())
             except BaseException:  # noqa: BLE001 - no report: the zygote keeps what it had
                 code = 1
             finally:
