@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
@@ -114,6 +115,16 @@ def test_each_execution_is_fresh(server):
     body = server.run("import builtins, os\nresult = {'type': 'string', 'value': "
                       "str(hasattr(builtins, 'LEAK')) + str(os.path.exists('left.txt'))}")
     assert body["result"]["value"] == "FalseFalse"
+
+
+def test_each_execution_draws_its_own_random_numbers(server):
+    """fork() copies numpy's global generator: without a fresh seed per spare every execution
+    drew the same numbers (and DataFrame.sample the same rows). Python's random reseeds itself."""
+    code = ("import random\nresult = {'type': 'string', 'value': repr((np.random.rand(), "
+            "pd.DataFrame({'a': range(1000)}).sample(3).index.tolist(), random.random()))}")
+    draws = [ast.literal_eval(server.run(code)["result"]["value"]) for _ in range(4)]
+    for source in range(3):  # numpy's generator, a sample of rows, Python's random
+        assert len({repr(draw[source]) for draw in draws}) == 4, draws
 
 
 def test_files_upload_list_read_delete_and_use(server):

@@ -146,6 +146,7 @@ class Zygote:
         err_r, err_w = os.pipe()
         scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
         generation = self.cache.generation
+        child.fresh_global_seed()  # each execution draws its own numbers
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
