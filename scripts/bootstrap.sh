@@ -27,6 +27,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
 else
   echo "bootstrap: .venv is up to date"
 fi
+# The executor's native helper (installs gcc when missing; nothing to do when up to date).
+executor/scripts/build-native.sh
 
 # The collection as Ansible sees it: .collections/ansible_collections/pandasai/pod_sandbox -> here
 mkdir -p .collections/ansible_collections/pandasai

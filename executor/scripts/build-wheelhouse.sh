@@ -15,6 +15,8 @@ if [ -z "$python" ]; then
 fi
 reqs=("$here/requirements-image.txt" "$here/requirements-build.txt")
 inputs=$(cat "${reqs[@]}" | sha256sum | cut -c1-16)
+# The native helper goes into the image with the package source (see build-native.sh).
+"$here/scripts/build-native.sh"
 if [ -f "$out/SHA256SUMS" ] && [ "$(cat "$out/.inputs" 2>/dev/null)" = "$inputs" ]; then
   echo "build-wheelhouse: $out is up to date"
   exit 0

@@ -137,6 +137,9 @@ CASES = [
     Case("parent_runs_under_the_filter_too", "result = {'type': 'string', 'value': "
          "''.join(l for l in open(f'/proc/{__import__(\"os\").getppid()}/status') "
          "if l.startswith(('Seccomp:', 'NoNewPrivs:')))}", "ok", None, _zygote_confined),
+    Case("write_the_shared_heap_memfd", "import os\nr = [l.split()[0] for l in open('/proc/self/maps') "
+         "if 'pod-sandbox-zygote-heap' in l][0]\nr = '-'.join(f'{int(a, 16):x}' for a in r.split('-'))\n"
+         "os.open(f'/proc/self/map_files/{r}', os.O_RDWR)", "error", None, _err("PermissionError")),
     Case("write_outside_scratch", "open('/etc/passwd', 'a').write('x')", "error", None, _err("PermissionError")),
     Case("write_into_code_dir", "import pod_sandbox, os\nopen(os.path.join(os.path.dirname(pod_sandbox.__file__), "
          "'evil.py'), 'w')", "error", None, _err("PermissionError")),

@@ -14,6 +14,8 @@ import pytest
 
 from server_process import ExecutorProcess, start_executor
 
+from pod_sandbox.executor import heapfile
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -101,6 +103,25 @@ def test_tree_shape_and_the_zygote_is_confined(fresh_server: ExecutorProcess) ->
         assert token and _memory_contains(fresh_server.pid, token)  # the scan can find it
         assert not _memory_contains(zygote.pid, token)
         assert not _memory_contains(roles["forkserver"][0].pid, token)
+
+
+def test_the_zygote_forks_from_a_sealed_memfd_not_from_anonymous_memory(fresh_server: ExecutorProcess) -> None:
+    """--heapfile (on by default): the warm stack lives in a sealed memfd mapped privately, so
+    fork() and each child's exit skip its page tables; the zygote keeps little anonymous memory."""
+    if os.geteuid() != 0:
+        pytest.skip("the zygote is non-dumpable: only root reads its smaps")
+    zygote = _settled(fresh_server)["zygote"][0]
+    assert "moved onto a sealed memfd" in fresh_server.log()
+    with open(f"/proc/{zygote.pid}/maps", encoding="ascii") as fh:
+        assert "memfd:pod-sandbox-zygote-heap" in fh.read()
+    assert heapfile.anonymous_bytes(zygote.pid) < 40 << 20
+    assert fresh_server.run("result = {'type': 'number', 'value': float(np.arange(4).sum())}")["result"]["value"] == 6
+    plain = start_executor("--slots", "2", "--heapfile", "off")
+    try:
+        assert heapfile.anonymous_bytes(_settled(plain)["zygote"][0].pid) > 50 << 20  # the test can tell
+        assert "--heapfile off" in plain.log()
+    finally:
+        plain.stop()
 
 
 def test_a_killed_zygote_is_replaced_and_its_running_job_answered(fresh_server: ExecutorProcess) -> None:

@@ -50,6 +50,7 @@ class Config:
     spares: int = 2
     prewarm: bool = False
     prefault: bool = True
+    heapfile: bool = True
     dataset_cache_bytes: int = 1024 * MIB
     log_level: str = "INFO"
 
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefault", choices=("on", "off"), default=None,
                    help="idle spares copy the pages an execution writes before their job comes "
                         "[SANDBOX_PREFAULT, on]")
+    p.add_argument("--heapfile", choices=("on", "off"), default=None,
+                   help="move the warm stack's memory onto a sealed memfd before the zygote starts, "
+                        "so fork() and exit skip its page tables [SANDBOX_HEAPFILE, on]")
     p.add_argument("--timeout", type=float, default=None,
                    help=f"default timeout_s [SANDBOX_TIMEOUT_S, {d.default_timeout_s}]")
     p.add_argument("--max-timeout", type=float, default=None,
@@ -172,7 +176,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if spares < 0:
         problems.append("spares")
     switches = {}
-    for name, flag, default in (("prewarm", args.prewarm, "off"), ("prefault", args.prefault, "on")):
+    for name, flag, default in (("prewarm", args.prewarm, "off"), ("prefault", args.prefault, "on"),
+                                ("heapfile", args.heapfile, "on")):
         value = pick(flag, f"SANDBOX_{name.upper()}", default).strip().lower()
         if value not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
             problems.append(f"{name} (on or off)")
@@ -192,5 +197,6 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         spares=spares,
         prewarm=switches["prewarm"],
         prefault=switches["prefault"],
+        heapfile=switches["heapfile"],
         log_level=pick(args.log_level, "SANDBOX_LOG_LEVEL", "INFO").upper(),
     )

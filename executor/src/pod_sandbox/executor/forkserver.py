@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import datacache, framing, handoff, isolation, zygote
+from . import datacache, framing, handoff, heapfile, isolation, zygote
 from .config import Config
 from .datacache import Signature
 
@@ -171,6 +171,10 @@ class ForkServer:
         os.makedirs(self.config.scratch_root, mode=0o700, exist_ok=True)
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             os.environ.setdefault(name, "1")  # before numpy loads BLAS: no BLAS threads in the parent
+        # pyarrow's bundled jemalloc (not its default pool) would start a purging thread: this
+        # process must stay single-threaded for heapfile below.
+        conf = os.environ.get("JE_ARROW_MALLOC_CONF")
+        os.environ["JE_ARROW_MALLOC_CONF"] = f"{conf},background_thread:false" if conf else "background_thread:false"
         preload()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -184,6 +188,17 @@ class ForkServer:
             self.sel.register(chan, selectors.EVENT_READ, ("chan", index))
         gc.collect()
         gc.freeze()
+        # After freeze (which writes to every tracked object) and before the zygote: fork() and
+        # each child's exit then handle the pages a child uses, not all of the warm stack's.
+        moved = heapfile.move_anonymous_memory() if self.config.heapfile else None
+        if moved is None:
+            log.info("fork-server: --heapfile off: the warm stack stays in anonymous memory")
+        elif isinstance(moved, heapfile.Moved):
+            log.info("fork-server: %d MB of the warm stack moved onto a sealed memfd (%d regions, %.0f ms)",
+                     moved.bytes >> 20, moved.regions, moved.seconds * 1000)
+        else:
+            log.warning("fork-server: the warm stack stays in anonymous memory (%s); every fork "
+                        "copies its page tables", moved)
         self.baseline_vm = isolation.address_space_bytes()
         self.start_zygote()
 

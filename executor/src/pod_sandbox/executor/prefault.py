@@ -82,15 +82,17 @@ def writable_ranges(maps: str) -> list[Range]:
 
 
 def private_pages(pagemap_fd: int, ranges: Sequence[Range]) -> list[Any]:
-    """Per range, a boolean array: page present and mapped by this process alone."""
+    """Per range, a boolean array: a private page (not a file's), present, mapped by this process alone."""
     import numpy as np  # noqa: PLC0415 - preloaded in the zygote
 
-    present, exclusive = np.uint64(1 << 63), np.uint64(1 << 56)
+    present, exclusive, file = np.uint64(1 << 63), np.uint64(1 << 56), np.uint64(1 << 61)
     out = []
     for start, length in ranges:
         raw = os.pread(pagemap_fd, (length // PAGE) * 8, (start // PAGE) * 8)
         entries = np.frombuffer(raw, dtype="<u8")
-        out.append(((entries & present) != 0) & ((entries & exclusive) != 0))
+        # not a page of a file: a page of the zygote's memfd-backed heap that was only read
+        # is present and may be mapped here alone, but it was not copied
+        out.append(((entries & present) != 0) & ((entries & exclusive) != 0) & ((entries & file) == 0))
     return out
 
 
