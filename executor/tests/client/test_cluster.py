@@ -229,6 +229,20 @@ def test_idle_spares_in_a_pod_copy_their_pages_before_the_job(make_sandbox):
         assert sorted(counts)[1] > 1400, counts
 
 
+def test_in_a_pod_children_share_the_warm_stack_from_the_sealed_memfd(make_sandbox):
+    """Under the restricted profile (non-root, RuntimeDefault seccomp, read-only root) the
+    fork-server could move the warm stack onto its memfd: user code finds it mapped, and the
+    mapping's file cannot be opened from there."""
+    code = ("import os\nmaps = [l.split()[0] for l in open('/proc/self/maps') if 'pod-sandbox-zygote-heap' in l]\n"
+            "name = '-'.join(f'{int(a, 16):x}' for a in maps[0].split('-'))\n"
+            "try:\n    os.open(f'/proc/self/map_files/{name}', os.O_RDWR)\n    opened = 'opened'\n"
+            "except OSError as exc:\n    opened = type(exc).__name__\n"
+            "result = {'type': 'string', 'value': f'{len(maps)} {opened}'}")
+    with make_sandbox() as box:
+        mappings, opened = box.execute(code, {})["value"].split()
+    assert int(mappings) >= 10 and opened == "PermissionError", (mappings, opened)
+
+
 def test_cold_pod_is_labelled_single_use_and_has_no_token(make_sandbox, admin_kube):
     box = make_sandbox()
     box.start()
