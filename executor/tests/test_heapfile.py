@@ -11,6 +11,7 @@ from typing import Callable
 import pytest
 
 from pod_sandbox.executor import heapfile
+from pod_sandbox.executor.config import load_config
 
 pytestmark = pytest.mark.skipif(not os.path.exists(heapfile.LIBRARY),
                                 reason="_heapfile.so not built (executor/scripts/build-native.sh)")
@@ -108,3 +109,11 @@ def test_refused_while_another_thread_runs():
 def test_without_the_built_helper_it_says_so(tmp_path):
     reason = heapfile.move_anonymous_memory(str(tmp_path / "_heapfile.so"))
     assert isinstance(reason, str) and "not built" in reason
+
+
+def test_the_switch_defaults_on_and_names_itself_when_wrong():
+    assert load_config([], {}).heapfile is True
+    assert load_config(["--heapfile", "off"], {}).heapfile is False
+    assert load_config([], {"SANDBOX_HEAPFILE": "off"}).heapfile is False
+    with pytest.raises(SystemExit, match="heapfile"):
+        load_config([], {"SANDBOX_HEAPFILE": "maybe"})

@@ -122,9 +122,9 @@ def spare_main(
     """Entry point right after fork(); never returns.
 
     The zygote has run :func:`prepare_parent` (stdio objects, scrubbed environment; it returned
-    ``scratch_variables``) and its
-    seccomp filter is inherited; ``session_filter`` (no ``setsid``/``setpgid``, see
-    :class:`.isolation.SeccompLayers`) is attached after this process's own ``setsid()``.
+    ``scratch_variables``) and its seccomp filter is inherited; ``session_filter`` (no
+    ``setsid``/``setpgid``, see :class:`.isolation.SeccompLayers`) is attached after this
+    process's own ``setsid()``.
     Everything that does not depend on the job (session, fds, seccomp, scratch directory,
     environment) happens here, before the job arrives, off the request's critical path. Then,
     until its job is there, the spare copies the pages an execution is known to write
