@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import time
 from dataclasses import dataclass
 
-log = logging.getLogger("pod_sandbox.heapfile")
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_heapfile.so")
-#: Regions smaller than this stay anonymous: small mappings are few pages and many mappings.
+#: Regions smaller than this stay anonymous: too few pages to be worth a mapping of their own.
 MIN_REGION_BYTES = 64 * 1024
 
 
