@@ -6,9 +6,9 @@ import errno
 import hashlib
 import os
 import threading
-from typing import Callable
 
 import pytest
+from forked import in_child
 
 from pod_sandbox.executor import heapfile
 from pod_sandbox.executor.config import load_config
@@ -16,19 +16,6 @@ from pod_sandbox.executor.config import load_config
 pytestmark = pytest.mark.skipif(not os.path.exists(heapfile.LIBRARY),
                                 reason="_heapfile.so not built (executor/scripts/build-native.sh)")
 MEMFD = "memfd:pod-sandbox-zygote-heap"
-
-
-def _in_child(fn: Callable[[], int]) -> int:
-    """Run ``fn`` in a forked (so single-threaded) child; its return value is the exit code."""
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            code = fn()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def _memfd_ranges() -> list[str]:
@@ -62,7 +49,7 @@ def test_moved_memory_keeps_its_bytes_and_stops_being_anonymous():
         blob[0] ^= 0xFF
         return 0 if hashlib.sha256(blob).hexdigest() == digest else 5
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_the_memfd_is_sealed_against_writes():
@@ -86,7 +73,7 @@ def test_the_memfd_is_sealed_against_writes():
         finally:
             os.close(fd)
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_refused_while_another_thread_runs():
@@ -103,7 +90,7 @@ def test_refused_while_another_thread_runs():
             return 1
         return 0
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_without_the_built_helper_it_says_so(tmp_path):

@@ -10,6 +10,7 @@ import signal
 import socket
 
 import pytest
+from forked import in_child
 
 from pod_sandbox import wire
 from pod_sandbox.executor import framing, isolation
@@ -116,17 +117,6 @@ def test_framing_roundtrip():
     assert framing.read_frame_fd(r) is None
 
 
-def _in_child(fn) -> int:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os._exit(fn())
-        except BaseException:
-            os._exit(99)
-    _, status = os.waitpid(pid, 0)
-    return os.WEXITSTATUS(status)
-
-
 def test_seccomp_blocks_inet_sockets_and_signals_to_protected_pids():
     me = os.getpid()
 
@@ -154,7 +144,7 @@ def test_seccomp_blocks_inet_sockets_and_signals_to_protected_pids():
             pass
         return 0
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_seccomp_layers_stack_to_the_whole_filter():
@@ -186,9 +176,9 @@ def test_seccomp_layers_stack_to_the_whole_filter():
             return 2
         except PermissionError:
             pass
-        return _in_child(spare)
+        return in_child(spare)
 
-    assert _in_child(zygote) == 0
+    assert in_child(zygote) == 0
 
 
 def test_scrubbed_environment_is_prepared_once_and_pointed_at_each_scratch(tmp_path):
@@ -206,7 +196,7 @@ def test_scrubbed_environment_is_prepared_once_and_pointed_at_each_scratch(tmp_p
         isolation.enter_scratch(scratch, variables)
         return 0 if dict(os.environ) == isolation.scrubbed_environment(scratch) else 3
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
 
 
 def test_rlimits_and_dumpable():
@@ -221,4 +211,4 @@ def test_rlimits_and_dumpable():
         isolation.make_undumpable()
         return 0 if not isolation.is_dumpable() else 2
 
-    assert _in_child(body) == 0
+    assert in_child(body) == 0
