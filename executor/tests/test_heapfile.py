@@ -16,6 +16,7 @@ from pod_sandbox.executor.config import load_config
 pytestmark = pytest.mark.skipif(not os.path.exists(heapfile.LIBRARY),
                                 reason="_heapfile.so not built (executor/scripts/build-native.sh)")
 MEMFD = "memfd:pod-sandbox-zygote-heap"
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _memfd_ranges() -> list[str]:
@@ -104,3 +105,59 @@ def test_the_switch_defaults_on_and_names_itself_when_wrong():
     assert load_config([], {"SANDBOX_HEAPFILE": "off"}).heapfile is False
     with pytest.raises(SystemExit, match="heapfile"):
         load_config([], {"SANDBOX_HEAPFILE": "maybe"})
+
+
+def _present(pagemap_fd: int, address: int, pages: int) -> list[bool]:
+    """Which of ``pages`` pages from ``address`` this process maps (pagemap bit 63)."""
+    raw = os.pread(pagemap_fd, pages * 8, address // PAGE * 8)
+    return [bool(int.from_bytes(raw[i * 8:i * 8 + 8], "little") >> 63) for i in range(pages)]
+
+
+
+def test_trim_drops_only_unwritten_heap_pages_outside_keep_and_loses_nothing():
+    """The zygote's trim: pages of the memfd heap it only read lose their entries (their bytes
+    stay in the memfd), those it wrote (its own copies) and the kept ones stay mapped."""
+    def body() -> int:
+        import ctypes
+
+        blob = bytearray(os.urandom(PAGE)) * 256              # 1 MiB, resident
+        digest = hashlib.sha256(blob).hexdigest()
+        if not isinstance(heapfile.move_anonymous_memory(), heapfile.Moved):
+            return 1
+        address = ctypes.addressof((ctypes.c_char * len(blob)).from_buffer(blob))
+        first = (address + PAGE - 1) // PAGE * PAGE               # the blob's first whole page
+        index = (first - address)
+        blob[index + 10 * PAGE] ^= 0xFF                           # page 10: written, its own copy
+        sum(blob[index + i * PAGE] for i in range(64))            # pages 0-63: read, mapped
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        try:
+            if not all(_present(fd, first, 64)):
+                return 2
+            dropped = heapfile.trim(fd, [(first + 20 * PAGE, 4 * PAGE)])  # keep pages 20-23
+            present = _present(fd, first, 64)
+        finally:
+            os.close(fd)
+        if not isinstance(dropped, int) or dropped < 58:
+            return 3
+        if [i for i in range(64) if present[i]] != [10, 20, 21, 22, 23]:
+            return 4
+        blob[index + 10 * PAGE] ^= 0xFF
+        return 0 if hashlib.sha256(blob).hexdigest() == digest else 5  # every byte still there
+
+    assert in_child(body) == 0
+
+
+def test_trim_without_a_heap_drops_nothing():
+    def body() -> int:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        try:
+            return 0 if heapfile.trim(fd, []) == 0 else 1
+        finally:
+            os.close(fd)
+
+    assert in_child(body) == 0
+
+
+def test_trim_without_the_built_helper_says_so(tmp_path):
+    reason = heapfile.trim(0, [], str(tmp_path / "_heapfile.so"))
+    assert isinstance(reason, str) and "not built" in reason

@@ -75,16 +75,26 @@ def test_to_ranges_joins_pages_across_small_gaps():
     assert prefault.to_ranges([]) == []
 
 
-@pytest.mark.parametrize("report", [b"", b"{", b"[[1, 4096]]", b"[[4096, 100]]", b"[[-4096, 4096]]",
-                                    b"[[4096]]", b'[["a", 4096]]', b"{}", b"[[4096, 0]]"])
+def _report(written: object, read: object = ()) -> bytes:
+    import json
+
+    return json.dumps({"written": written, "read": list(read) if isinstance(read, tuple) else read}).encode()
+
+
+@pytest.mark.parametrize("report", [
+    b"", b"{", b"[]", b"[[4096, 4096]]", b"{}", b'{"written": []}', b'{"read": []}',
+    *(_report(bad) for bad in ([[1, 4096]], [[4096, 100]], [[-4096, 4096]], [[4096]], [["a", 4096]],
+                               [[4096, 0]], {"a": 1}, "x")),
+    *(_report([], bad) for bad in ([[1, 4096]], [[4096, 100]], [[4096, 0]], None)),
+])
 def test_a_malformed_probe_report_is_no_report(report):
     assert prefault.decode(report) is None
 
 
 def test_a_report_round_trips():
-    ranges = [(0x7F0000000000, 3 * PAGE), (0x7F0000010000, PAGE)]
-    assert prefault.decode(prefault.encode(ranges)) == ranges
-    assert prefault.decode(prefault.encode([])) == []
+    learned = prefault.Learned([(0x7F0000000000, 3 * PAGE), (0x7F0000010000, PAGE)], [(0x7F0000020000, PAGE)])
+    assert prefault.decode(prefault.encode(learned)) == learned
+    assert prefault.decode(prefault.encode(prefault.Learned([], []))) == prefault.Learned([], [])
 
 
 def test_learn_finds_the_inherited_pages_a_fork_wrote_and_no_others():
@@ -99,9 +109,9 @@ def test_learn_finds_the_inherited_pages_a_fork_wrote_and_no_others():
         return prefault.encode(prefault.learn(work))
 
     try:
-        ranges = prefault.decode(_in_fork(probe))
-        assert ranges is not None
-        learned = {start + offset for start, length in ranges for offset in range(0, length, PAGE)}
+        report = prefault.decode(_in_fork(probe))
+        assert report is not None
+        learned = {start + offset for start, length in report.written for offset in range(0, length, PAGE)}
         ours = {address + i * PAGE for i in range(64)}
         assert {address + i * PAGE for i in written} <= learned
         # Gaps of one page are joined (page 4 is not written but lies in no gap): nothing else of ours.
@@ -202,17 +212,77 @@ def test_a_non_dumpable_probe_confines_itself_then_reports_what_it_learned(tmp_p
         assert not isolation.is_dumpable()  # dumpable only for the pagemap's open
         assert os.getsid(0) == os.getpid()
 
-    report = _in_fork(probe)
-    ranges = prefault.decode(report)
-    assert ranges is not None
+    report = prefault.decode(_in_fork(probe))
+    assert report is not None
     if prefault.supported():
-        assert sum(length for _, length in ranges) >= 100 * PAGE, ranges  # a typical execution writes hundreds
+        # a typical execution writes hundreds of inherited pages
+        assert sum(length for _, length in report.written) >= 100 * PAGE, report
 
 
 def test_an_oversized_report_is_no_report():
     many = [(PAGE * (2 * i + 1), PAGE) for i in range(prefault.MAX_PAGES + 1)]
-    assert prefault.decode(prefault.encode(many)) is None
-    assert prefault.decode(b" " * (prefault.MAX_REPORT_BYTES + 1) + b"[]") is None
+    assert prefault.decode(prefault.encode(prefault.Learned(many, []))) is None
+    assert prefault.decode(prefault.encode(prefault.Learned([], many))) is None
+    assert prefault.decode(b" " * (prefault.MAX_REPORT_BYTES + 1) + b"{}") is None
+
+
+def _file_area(pages: int) -> tuple[mmap.mmap, int]:
+    """A private mapping of a memfd (like the zygote's warm stack), no page mapped yet, and its
+    address."""
+    import ctypes
+
+    fd = os.memfd_create("prefault-test")
+    try:
+        os.write(fd, bytes(range(256)) * (pages * PAGE // 256))
+        area = mmap.mmap(fd, pages * PAGE, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    view = ctypes.c_char.from_buffer(area)
+    address = ctypes.addressof(view)
+    del view
+    return area, address
+
+
+def test_learn_finds_the_file_pages_a_fork_read_apart_from_those_it_wrote():
+    """A read maps its page and (fault-around) up to 15 neighbours already in the page cache:
+    they are learned too, but nothing far from a read, and no page the work wrote."""
+    area, address = _file_area(128)
+    read, written = [2, 40], [41]
+
+    def probe(_fd: int) -> bytes:
+        def work() -> None:
+            sum(area[i * PAGE] for i in read)
+            for i in written:
+                area[i * PAGE] = 7
+
+        return prefault.encode(prefault.learn(work))
+
+    try:
+        report = prefault.decode(_in_fork(probe))
+        assert report is not None
+        mapped = {(start + offset - address) // PAGE for start, length in report.read
+                  for offset in range(0, length, PAGE) if address <= start + offset < address + 128 * PAGE}
+        assert set(read) <= mapped
+        assert not mapped & set(written)
+        assert not mapped & set(range(64, 128))  # never near a read
+        copied = {start + offset for start, length in report.written for offset in range(0, length, PAGE)}
+        assert copied & {address + i * PAGE for i in range(128)} == {address + i * PAGE for i in written}
+    finally:
+        area.close()
+
+
+@needs_populate
+def test_map_in_maps_file_pages_so_reading_them_takes_no_fault():
+    area, address = _file_area(128)
+    try:
+        assert prefault.map_in([(address, 128 * PAGE)]) == 128 * PAGE
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        total = sum(area[i * PAGE] for i in range(128))
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 8
+        assert total == 0  # every page starts with byte 0: map_in changed no content
+    finally:
+        area.close()
+
 
 
 def test_config_prefault_flag_and_environment():

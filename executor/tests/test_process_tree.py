@@ -124,6 +124,45 @@ def test_the_zygote_forks_from_a_sealed_memfd_not_from_anonymous_memory(fresh_se
         plain.stop()
 
 
+def _heap_clean_pages(pid: int) -> int:
+    """Pages of the memfd heap a process maps without having written them (Rss - Anonymous)."""
+    total, in_heap = 0, False
+    with open(f"/proc/{pid}/smaps", encoding="ascii") as fh:
+        for line in fh:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                in_heap = "memfd:pod-sandbox-zygote-heap" in line
+            elif in_heap and line.startswith(("Rss:", "Anonymous:")):
+                kib = int(line.split()[1])
+                total += kib if line.startswith("Rss:") else -kib
+    return total // 4
+
+
+def test_the_zygote_keeps_mapped_only_the_heap_pages_an_execution_reads(fresh_server: ExecutorProcess) -> None:
+    """Every fork copies the zygote's page-table entries and every exit drops them: after a
+    probe, the zygote keeps mapped only the heap pages the probe's execution read (and its own)."""
+    if os.geteuid() != 0:
+        pytest.skip("the zygote is non-dumpable: only root reads its smaps")
+    rows = "".join(f"{i},{'nsew'[i % 4]}\n" for i in range(5000))
+    assert fresh_server.request("PUT", "/v1/files/d.csv", ("n,k\n" + rows).encode()).status == 201
+    code = ("df = execute_sql_query('SELECT * FROM d')\n"
+            "result = {'type': 'number', 'value': int(df[df['k'] == 'n']['n'].sum())}")
+    assert fresh_server.run(code, datasets={"SELECT * FROM d": "d.csv"})["result"]["value"] == sum(range(0, 5000, 4))
+    learned = re.compile(r"prefault probe learned \d+ written pages in \d+ ranges and (\d+) read pages "
+                         r"\(\d+ mapped here, (\d+) other heap pages dropped\)")
+    assert _wait_for(lambda: len(learned.findall(fresh_server.log())) >= 2), fresh_server.log()[-2000:]
+    read, dropped = (int(x) for x in learned.findall(fresh_server.log())[-1])
+    assert dropped > 500 and read > 500
+    zygote = _settled(fresh_server)["zygote"][0].pid
+    assert _heap_clean_pages(zygote) < read + 1500, (_heap_clean_pages(zygote), read)
+    plain = start_executor("--slots", "2", "--prefault", "off")
+    try:
+        assert plain.request("PUT", "/v1/files/d.csv", ("n,k\n" + rows).encode()).status == 201
+        plain.run(code, datasets={"SELECT * FROM d": "d.csv"})
+        assert _heap_clean_pages(_settled(plain)["zygote"][0].pid) > read + 1500  # the test can tell
+    finally:
+        plain.stop()
+
+
 def test_a_killed_zygote_is_replaced_and_its_running_job_answered(fresh_server: ExecutorProcess) -> None:
     old = _settled(fresh_server)
     answers: list[dict[str, Any]] = []

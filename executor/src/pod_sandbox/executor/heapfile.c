@@ -1,5 +1,6 @@
 /* heapfile: move this process's private anonymous memory onto a sealed memfd, mapped
- * MAP_PRIVATE at the same addresses with the same contents (see heapfile.py for why).
+ * MAP_PRIVATE at the same addresses with the same contents (see heapfile.py for why); and
+ * later drop the page-table entries of that heap's pages it never wrote (heapfile_trim).
  *
  * Called once by the fork-server, single-threaded, through ctypes.PyDLL (the GIL stays held):
  * between copying a region and mapping the copy over it no other code of this process runs, so
@@ -135,8 +136,6 @@ long heapfile_move(unsigned long min_bytes, unsigned long *moved_bytes) {
             if (moved == 0) err = -errno;
             break;
         }
-        /* No fault-around: a child maps the pages it touches, not their 15 neighbours too. */
-        madvise((void *)starts[i], length, MADV_RANDOM);
         offset += length;
         moved++;
     }
@@ -146,3 +145,96 @@ long heapfile_move(unsigned long min_bytes, unsigned long *moved_bytes) {
     return moved;
 }
 
+
+#define PM_PRESENT (1UL << 63)
+#define PM_FILE (1UL << 61)
+#define HEAP_NAME "/memfd:pod-sandbox-zygote-heap"
+static unsigned long pagemap_entries[512];
+
+/* Is page address addr inside one of the n sorted, disjoint [start, start + length) ranges? */
+static int kept(unsigned long addr, const unsigned long *keep, long n) {
+    long low = 0, high = n;
+    while (low < high) {
+        long mid = (low + high) / 2;
+        if (addr < keep[2 * mid]) high = mid;
+        else if (addr >= keep[2 * mid] + keep[2 * mid + 1]) low = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+/* The memfd heap's mappings (rw-p, named HEAP_NAME) into starts/ends. Returns their count or -errno. */
+static long find_heap_regions(void) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    size_t len = 0;
+    for (;;) {
+        ssize_t got = read(fd, maps_text + len, sizeof(maps_text) - 1 - len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) { int err = errno; close(fd); return -err; }
+        if (got == 0) break;
+        len += (size_t)got;
+        if (len >= sizeof(maps_text) - 1) { close(fd); return -E2BIG; }
+    }
+    close(fd);
+    maps_text[len] = 0;
+    long count = 0;
+    for (const char *p = maps_text; *p;) {
+        const char *eol = strchr(p, '\n');
+        if (!eol) eol = p + strlen(p);
+        unsigned long start = parse_hex(&p);
+        p++;
+        unsigned long end = parse_hex(&p);
+        p++;
+        const char *name = strstr(p, HEAP_NAME);
+        if (name && name < eol && strncmp(p, "rw-p", 4) == 0) {
+            if (count == MAX_REGIONS) return -E2BIG;
+            starts[count] = start;
+            ends[count] = end;
+            count++;
+        }
+        p = *eol ? eol + 1 : eol;
+    }
+    return count;
+}
+
+/* Drop this process's page-table entries for the memfd heap's pages it maps but never wrote
+ * (present file pages: no copy of its own), except those in keep (n sorted, disjoint
+ * [start, length] pairs). The data stays in the memfd: a later touch faults the page back in.
+ * A written page (copied on write, now anonymous) is never dropped: the entries are read from
+ * pagemap_fd (this process's /proc/self/pagemap) just before each run is dropped, with the GIL
+ * held, and this function's own buffers are written first so they are private already.
+ * Returns the pages dropped (>= 0) or -errno. */
+long heapfile_trim(int pagemap_fd, const unsigned long *keep, long n) {
+    long page = sysconf(_SC_PAGESIZE);
+    memset(maps_text, 0, sizeof(maps_text));
+    memset(pagemap_entries, 0, sizeof(pagemap_entries));
+    long count = find_heap_regions();
+    if (count < 0) return count;
+    long dropped = 0;
+    const unsigned long chunk_pages = sizeof(pagemap_entries) / sizeof(pagemap_entries[0]);
+    for (long i = 0; i < count; i++) {
+        for (unsigned long addr = starts[i]; addr < ends[i];) {
+            unsigned long pages = (ends[i] - addr) / (unsigned long)page;
+            if (pages > chunk_pages) pages = chunk_pages;
+            size_t want = pages * sizeof(unsigned long);
+            ssize_t got = pread(pagemap_fd, pagemap_entries, want, (off_t)(addr / page * sizeof(unsigned long)));
+            if (got < 0 && errno == EINTR) continue;
+            if (got != (ssize_t)want) return got < 0 ? -errno : -EIO;
+            for (unsigned long k = 0; k < pages;) {
+                unsigned long e = pagemap_entries[k];
+                unsigned long at = addr + k * page;
+                if (!((e & PM_PRESENT) && (e & PM_FILE)) || kept(at, keep, n)) { k++; continue; }
+                unsigned long run = k + 1;
+                while (run < pages && (pagemap_entries[run] & PM_PRESENT) && (pagemap_entries[run] & PM_FILE)
+                       && !kept(addr + run * page, keep, n))
+                    run++;
+                if (madvise((void *)at, (run - k) * page, MADV_DONTNEED) < 0) return -errno;
+                dropped += (long)(run - k);
+                k = run;
+            }
+            addr += pages * page;
+        }
+    }
+    return dropped;
+}

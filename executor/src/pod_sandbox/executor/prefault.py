@@ -18,6 +18,11 @@ pools), each copying 4 KiB. Those pages are much the same for every execution, s
   that gets its job at once (a busy server) does no extra work; an idle server spends idle CPU.
   Populating never changes memory contents; it only ends the sharing early.
 
+The probe also reports the pages of the memfd-backed warm stack (:mod:`.heapfile`) its work
+only read: it first drops its own entries for the heap pages nobody wrote (:func:`heapfile.trim`),
+so what its work maps shows up in its pagemap. The zygote (:func:`map_in`) keeps mapped those
+pages and drops the rest of what it mapped while loading datasets; spares inherit just those.
+
 Kernels before 5.14 (and sandboxes such as gVisor) answer ``EINVAL``: :func:`supported` says so
 in the probe, which then learns nothing, and spares do no more than before.
 """
@@ -31,10 +36,12 @@ import mmap
 import os
 import select
 import warnings
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
-from . import isolation
+from . import heapfile, isolation, prewarm
 
+MADV_POPULATE_READ = 22  # Linux 5.14
 MADV_POPULATE_WRITE = 23  # Linux 5.14
 PAGE = mmap.PAGESIZE
 #: Mappings larger than this (allocator reservations) are not scanned.
@@ -43,10 +50,13 @@ MAX_SCAN_PAGES = 1 << 20
 GAP_PAGES = 1
 #: At most this many pages are learned (a bound on what one spare copies: 64 MiB).
 MAX_PAGES = 16384
-#: A probe's report is at most this long (MAX_PAGES single-page ranges fit in ~0.6 MB).
-MAX_REPORT_BYTES = 1 << 20
+#: A probe's report is at most this long (two lists of MAX_PAGES single-page ranges fit in ~1.2 MB).
+MAX_REPORT_BYTES = 2 << 20
 #: The probe's CPU rlimit (its work takes ~30-100 ms).
 PROBE_CPU_S = 5
+#: The probe's filter, reductions and group-by run on up to this many rows of each staged frame:
+#: large arrays take other code paths (and pages) than the few rows a spare's warm-up uses.
+PROBE_ROWS = 100_000
 #: Ranges populated between two looks at the job pipe (~0.1 ms of work).
 BATCH = 16
 #: A spare populates only once it has waited this long for a job: a busy server hands spares
@@ -54,6 +64,15 @@ BATCH = 16
 IDLE_S = 0.02
 
 Range = tuple[int, int]  # (start address, length in bytes)
+
+
+class Learned(NamedTuple):
+    """What a probe learned: the inherited pages an execution writes (spares copy them while
+    idle) and the pages of the memfd-backed warm stack it only reads (the zygote maps them in
+    itself, so every spare inherits their page-table entries instead of faulting them in)."""
+
+    written: list[Range]
+    read: list[Range]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _madvise = _libc.madvise
@@ -81,8 +100,10 @@ def writable_ranges(maps: str) -> list[Range]:
     return ranges
 
 
-def private_pages(pagemap_fd: int, ranges: Sequence[Range]) -> list[Any]:
-    """Per range, a boolean array: a private page (not a file's), present, mapped by this process alone."""
+def page_states(pagemap_fd: int, ranges: Sequence[Range]) -> list[tuple[Any, Any]]:
+    """Per range, two boolean arrays from this process's pagemap: pages private to it (present,
+    mapped by it alone, not a file's: copied or filled) and pages of a file mapped in it (present,
+    a file's: in the memfd-backed warm stack, a page that was only read)."""
     import numpy as np  # noqa: PLC0415 - preloaded in the zygote
 
     present, exclusive, file = np.uint64(1 << 63), np.uint64(1 << 56), np.uint64(1 << 61)
@@ -90,9 +111,9 @@ def private_pages(pagemap_fd: int, ranges: Sequence[Range]) -> list[Any]:
     for start, length in ranges:
         raw = os.pread(pagemap_fd, (length // PAGE) * 8, (start // PAGE) * 8)
         entries = np.frombuffer(raw, dtype="<u8")
-        # not a page of a file: a page of the zygote's memfd-backed heap that was only read
-        # is present and may be mapped here alone, but it was not copied
-        out.append(((entries & present) != 0) & ((entries & exclusive) != 0) & ((entries & file) == 0))
+        mapped = (entries & present) != 0
+        of_file = (entries & file) != 0
+        out.append((mapped & ((entries & exclusive) != 0) & ~of_file, mapped & of_file))
     return out
 
 
@@ -121,27 +142,34 @@ def open_pagemap() -> int:
         isolation.make_undumpable()
 
 
-def learn(work: Callable[[], object], *, max_pages: int = MAX_PAGES) -> list[Range]:
-    """Run ``work`` and return the ranges of pages it made private: inherited pages it copied
-    and untouched pages of existing mappings it filled. Call it in a fresh fork (a probe)."""
+def learn(work: Callable[[], object], *, max_pages: int = MAX_PAGES,
+          forget: Callable[[int], object] | None = None) -> Learned:
+    """Run ``work`` and return the pages it made private (inherited pages it copied, untouched
+    pages of existing mappings it filled) and the file pages mapped after it that it did not
+    write (read from the memfd-backed warm stack), each as ranges. Call it in a fresh fork (a
+    probe). ``forget(pagemap_fd)``, called first, drops the inherited entries of pages never
+    written (:func:`heapfile.trim`), so the pages ``work`` reads show up as mapped by it."""
     import numpy as np  # noqa: PLC0415
 
     with open("/proc/self/maps", encoding="ascii") as maps:
         ranges = writable_ranges(maps.read())
     fd = open_pagemap()
     try:
-        before = private_pages(fd, ranges)
+        if forget is not None:
+            forget(fd)
+        before = page_states(fd, ranges)
         work()
-        after = private_pages(fd, ranges)
+        after = page_states(fd, ranges)
     finally:
         os.close(fd)
-    pages: list[int] = []
-    for (start, _length), was, now in zip(ranges, before, after):
-        fresh = np.flatnonzero(now & ~was)
-        pages.extend(start + int(i) * PAGE for i in fresh)
-        if len(pages) >= max_pages:
-            break
-    return to_ranges(pages[:max_pages])
+    written: list[int] = []
+    read: list[int] = []
+    for (start, _length), (was_private, _was_file), (private, of_file) in zip(ranges, before, after):
+        if len(written) < max_pages:
+            written.extend(start + int(i) * PAGE for i in np.flatnonzero(private & ~was_private))
+        if len(read) < max_pages:
+            read.extend(start + int(i) * PAGE for i in np.flatnonzero(of_file))
+    return Learned(to_ranges(written[:max_pages]), to_ranges(read[:max_pages], gap_pages=0))
 
 
 def typical_execution(datasets: Mapping[str, Any], data_dir: str) -> Callable[[], None]:
@@ -150,17 +178,20 @@ def typical_execution(datasets: Mapping[str, Any], data_dir: str) -> Callable[[]
     filter, ``.loc``, reductions and a group-by on a few rows of each staged frame and of a tiny
     one). Only this package's code; nothing is written outside the process."""
 
+    queries = {f"SELECT * FROM {name}": name for name in list(datasets)[:prewarm.MAX_DATASETS]}
+
     def work() -> None:
         from .. import wire  # noqa: PLC0415
-        from . import child, framing, prewarm  # noqa: PLC0415
+        from . import child, framing  # noqa: PLC0415
 
-        code = "result = {'type': 'number', 'value': 1}\n"
-        job = json.loads(framing.dumps({"code": code, "datasets": {}, "limits": {}}))
+        code = "".join(f"execute_sql_query({query!r})\n" for query in queries)
+        code += "result = {'type': 'number', 'value': 1}\n"
+        job = json.loads(framing.dumps({"code": code, "datasets": queries, "limits": {}}))
         namespace = child.build_namespace(job["datasets"], datasets, data_dir)
         exec(compile(job["code"], "<sandbox>", "exec"), namespace)  # noqa: S102 - our own constant
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for step in prewarm.steps(datasets):
+            for step in prewarm.steps(datasets, rows=PROBE_ROWS):
                 step()
         result = wire.encode_result(namespace["result"], cwd=data_dir)
         framing.dumps({"status": "ok", "result": result, "error": None, "peak_rss_bytes": 0})
@@ -168,20 +199,17 @@ def typical_execution(datasets: Mapping[str, Any], data_dir: str) -> Callable[[]
     return work
 
 
-def encode(ranges: Sequence[Range]) -> bytes:
+def encode(learned: Learned) -> bytes:
     """The probe's report on its pipe."""
-    return json.dumps([[start, length] for start, length in ranges]).encode()
+    return json.dumps({"written": [[start, length] for start, length in learned.written],
+                       "read": [[start, length] for start, length in learned.read]}).encode()
 
 
-def decode(data: bytes) -> list[Range] | None:
-    """The zygote's reading of a probe's report; None when it is malformed (a probe that died),
-    too long, or names more than ``MAX_PAGES`` pages or pages that are not page-aligned."""
-    if len(data) > MAX_REPORT_BYTES:
+def _valid_ranges(items: object) -> list[Range] | None:
+    """``items`` as page-aligned ranges of at most ``MAX_PAGES`` pages in all, or None."""
+    if not isinstance(items, list):
         return None
     try:
-        items = json.loads(data)
-        if not isinstance(items, list):
-            return None
         ranges = [(int(start), int(length)) for start, length in items]
     except (ValueError, TypeError):
         return None
@@ -190,6 +218,38 @@ def decode(data: bytes) -> list[Range] | None:
     if sum(length for _, length in ranges) > MAX_PAGES * PAGE:
         return None
     return ranges
+
+
+def decode(data: bytes) -> Learned | None:
+    """The zygote's reading of a probe's report; None when it is malformed (a probe that died),
+    too long, or either list names more than ``MAX_PAGES`` pages or pages that are not
+    page-aligned."""
+    if len(data) > MAX_REPORT_BYTES:
+        return None
+    try:
+        report = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(report, dict):
+        return None
+    written = _valid_ranges(report.get("written"))
+    read = _valid_ranges(report.get("read"))
+    if written is None or read is None:
+        return None
+    return Learned(written, read)
+
+
+def map_in(ranges: Sequence[Range]) -> int:
+    """Read-fault ``ranges`` in this process (the zygote: every later fork copies their
+    page-table entries); return the bytes mapped. Ranges no longer mapped are skipped; an
+    unsupporting kernel stops it at the first call."""
+    done = 0
+    for start, length in ranges:
+        if _madvise(start, length, MADV_POPULATE_READ) == 0:
+            done += length
+        elif ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            break
+    return done
 
 
 def populate(ranges: Sequence[Range], job_fd: int | None = None, idle_s: float = IDLE_S) -> int:
@@ -214,7 +274,7 @@ def populate(ranges: Sequence[Range], job_fd: int | None = None, idle_s: float =
 
 
 def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], data_dir: str,
-               seccomp_layer: bytes, limits: isolation.ChildLimits) -> None:
+               seccomp_layer: bytes, limits: isolation.ChildLimits, heapfile_in_use: bool = False) -> None:
     """The probe, right after the zygote forked it: confine, learn, report on ``report_fd``.
 
     Confined like a spare before anything else (own session, stdio on /dev/null, no fd but its
@@ -235,5 +295,6 @@ def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], dat
     child.default_signals()
     isolation.load_seccomp(seccomp_layer)
     isolation.apply_rlimits(limits)
-    ranges = learn(typical_execution(datasets, data_dir)) if supported() else []
-    framing.write_all_fd(report_fd, encode(ranges))
+    forget = partial(heapfile.trim, keep=()) if heapfile_in_use else None
+    learned = learn(typical_execution(datasets, data_dir), forget=forget) if supported() else Learned([], [])
+    framing.write_all_fd(report_fd, encode(learned))

@@ -43,11 +43,12 @@ def _tiny_frame() -> Any:
     })
 
 
-def _query_steps(box: dict[str, Any], source: Callable[[], Any]) -> Iterator[Callable[[], object]]:
+def _query_steps(box: dict[str, Any], source: Callable[[], Any],
+                 rows: int = HEAD_ROWS) -> Iterator[Callable[[], object]]:
     """A filter, ``.loc``, reductions and a group-by on a few rows of ``source()``, one op a step."""
 
     def head() -> object:
-        box["h"] = source().iloc[:HEAD_ROWS]
+        box["h"] = source().iloc[:rows]
         kinds = [(column, getattr(dtype, "kind", "O")) for column, dtype in box["h"].dtypes.items()]
         box["col"] = next((c for c, kind in kinds if kind in "iuf"), None)
         box["key"] = next((c for c, kind in kinds if kind in "OSUb"), None)
@@ -77,7 +78,7 @@ def _query_steps(box: dict[str, Any], source: Callable[[], Any]) -> Iterator[Cal
     yield from (head, mask, loc, reduce, boolean_filter, group_by)
 
 
-def steps(datasets: Mapping[str, Any]) -> Iterator[Callable[[], object]]:
+def steps(datasets: Mapping[str, Any], rows: int = HEAD_ROWS) -> Iterator[Callable[[], object]]:
     """The warm-up, as small steps (each well under 2 ms here, most under 1 ms): first the staged
     frames' own columns and dtypes on a few rows (what the next job most likely reads), then the
     same operations on a tiny frame (for jobs that build their own) and a number result's
@@ -88,7 +89,7 @@ def steps(datasets: Mapping[str, Any]) -> Iterator[Callable[[], object]]:
     box: dict[str, Any] = {}
     for frame in list(datasets.values())[:MAX_DATASETS]:
         yield partial(_touch_columns, frame)
-        yield from _query_steps(box, partial(_same, frame))
+        yield from _query_steps(box, partial(_same, frame), rows)
 
     def tiny() -> object:
         box["f"] = _tiny_frame()

@@ -13,8 +13,10 @@ Python thread; pyarrow's native pools are fork-aware). It
   facts (pid, wait status, ru_maxrss) and removes the scratch directory;
 * forks a probe (:mod:`.prefault`, confined like a spare, running only this package's code) at
   start, when the staged data changes and every ``PROBE_EVERY_FORKS`` spares, to learn which
-  inherited pages an execution writes; spares forked after its report copy those pages while
-  they wait for their job;
+  inherited pages an execution writes and which heap pages it reads; spares forked after its
+  report copy the written ones while they wait for their job, and the zygote keeps mapped of
+  its memfd heap only the read ones (and those it wrote itself): fewer entries for every fork
+  to copy and every exit to drop;
 * dies with the fork-server (``PR_SET_PDEATHSIG``), and its spares die with it in turn; user code
   cannot signal it (its pid is in the seccomp filter's protected set) nor read it (non-dumpable);
 * runs under the children's seccomp filter itself (all but the session rules, which each spare
@@ -35,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, handoff, isolation, prefault
+from . import child, handoff, heapfile, isolation, prefault
 from .config import Config
 from .datacache import DatasetCache
 
@@ -88,6 +90,7 @@ class Zygote:
         self.probe_again = False
         self.probe_pids: set[int] = set()    # probes not reaped yet
         self.forks_since_probe = 0
+        self.pagemap_fd: int | None = None    # its own, opened before any child exists
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
 
@@ -98,6 +101,14 @@ class Zygote:
         isolation.die_with_parent()
         if os.getppid() != parent_pid:  # the fork-server died before PDEATHSIG was armed
             raise OSError(f"zygote: parent {parent_pid} is gone")
+        if self.config.heapfile and self.config.prefault:
+            # Opened now, before any child exists: a non-dumpable process must turn dumpable for
+            # the open, and later a child of the same uid could open its /proc files meanwhile.
+            # Spares and probes close it with every other inherited fd.
+            try:
+                self.pagemap_fd = prefault.open_pagemap()
+            except OSError as exc:
+                log.warning("zygote: cannot read its own pagemap (%s): the heap is not trimmed", exc.strerror)
         # Its own pid joins the protected set: user code may not signal its parent either.
         layers = isolation.compile_seccomp_layers((*self.protected_pids, os.getpid()))
         self.session_filter = layers.sessions
@@ -205,7 +216,8 @@ class Zygote:
             code = 0
             try:
                 prefault.probe_main(write_fd, parent, self.cache.view, self.config.data_dir,
-                                    self.session_filter, self.probe_limits())
+                                    self.session_filter, self.probe_limits(),
+                                    heapfile_in_use=self.config.heapfile)
             except BaseException:  # noqa: BLE001 - no report: the zygote keeps what it had
                 code = 1
             finally:
@@ -242,8 +254,9 @@ class Zygote:
             return
         self.end_probe(prefault.decode(bytes(probe.data)))
 
-    def end_probe(self, ranges: list[prefault.Range] | None) -> None:
-        """Close the probe's pipe; keep its ranges (None: it failed, keep the old ones)."""
+    def end_probe(self, learned: prefault.Learned | None) -> None:
+        """Close the probe's pipe; keep the pages it saw written for the spares and map in
+        itself the pages it saw read (None: it failed, keep what was learned before)."""
         probe = self.probe
         if probe is None:
             return
@@ -252,16 +265,27 @@ class Zygote:
         os.close(probe.fd)
         if self.stopping:
             return
-        if ranges is None:
+        if learned is None:
             log.warning("zygote: the prefault probe (pid %d) gave no report; spares keep the %d "
                         "ranges learned before", probe.pid, len(self.prefault_ranges))
         else:
-            self.prefault_ranges = ranges
-            log.info("zygote: prefault probe learned %d pages in %d ranges in %.0f ms",
-                     sum(length for _, length in ranges) // prefault.PAGE, len(ranges),
-                     (time.monotonic() - probe.started) * 1000)
+            self.prefault_ranges = learned.written
+            dropped = self.trim_heap(learned.read)
+            mapped = prefault.map_in(learned.read)
+            log.info("zygote: prefault probe learned %d written pages in %d ranges and %d read "
+                     "pages (%d mapped here, %s other heap pages dropped) in %.0f ms",
+                     sum(length for _, length in learned.written) // prefault.PAGE,
+                     len(learned.written), sum(length for _, length in learned.read) // prefault.PAGE,
+                     mapped // prefault.PAGE, dropped, (time.monotonic() - probe.started) * 1000)
         if self.probe_again:
             self.start_probe()
+
+    def trim_heap(self, keep: list[prefault.Range]) -> int | str:
+        """Keep mapped, of the memfd heap's pages this zygote never wrote, only ``keep`` (what an
+        execution reads): every fork copies the others' entries and every exit drops them."""
+        if self.pagemap_fd is None:
+            return 0
+        return heapfile.trim(self.pagemap_fd, keep)
 
     def check_probe(self) -> float | None:
         """Kill a probe past its deadline; return the seconds it has left (None: no probe)."""
