@@ -100,6 +100,26 @@ def test_plot_from_pandasai_chart_path_and_from_open_figure(server):
     assert body["result"]["value"].startswith("data:image/png;base64,")
 
 
+def test_user_code_threads_logs_and_draws_text_in_every_execution(server):
+    """Spares are forked without CPython's after-fork hooks (fastfork): threads, logging and
+    matplotlib's fonts must still work, execution after execution."""
+    code = ("import threading, logging\n"
+            "out = []\n"
+            "t = threading.Thread(target=lambda: out.append(threading.current_thread().name))\n"
+            "t.start(); t.join()\n"
+            "logging.getLogger('user').warning('drawn')\n"
+            "fig, ax = plt.subplots()\n"
+            "ax.set_title('Sales by region'); ax.text(0.5, 0.5, 'north')\n"
+            "fig.canvas.draw()\n"
+            "assert out and out[0] != threading.main_thread().name and threading.active_count() == 1\n"
+            "result = {'type': 'plot', 'value': 'missing.png'}")
+    for _ in range(3):
+        body = server.run(code)
+        assert body["status"] == "ok", body
+        assert body["result"]["value"].startswith("data:image/png;base64,")
+        assert "drawn" in body["stderr"]
+
+
 def test_error_carries_traceback(server):
     body = server.run("def f():\n    raise KeyError('nope')\nf()")
     assert body["status"] == "error"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import os
 import resource
 import signal
@@ -76,16 +77,29 @@ def default_signals() -> None:
 
 
 def fresh_global_seed() -> None:
-    """Give numpy's global generator (``np.random.rand``, ``DataFrame.sample``, ...) a new seed.
+    """Give numpy's global generator (``np.random.rand``, ``DataFrame.sample``, ...) and Python's
+    ``random`` new seeds.
 
-    ``fork()`` copies its state, so without this every execution would draw the same "random"
-    numbers (Python's ``random`` reseeds itself after a fork; numpy does not). The zygote calls it
-    right before each fork, where the generator's pages are already its own: ~10 us, against
-    ~0.2-0.7 ms of first writes to shared pages if each spare did it.
+    ``fork()`` copies their state, so without this every execution would draw the same "random"
+    numbers (numpy never reseeds after a fork; ``random`` does in ``os.fork()``'s after-fork
+    hooks, which :mod:`.fastfork` skips). The zygote calls it right before each fork, where the
+    generators' pages are already its own: ~10-60 us, against ~0.2-0.7 ms of first writes to
+    shared pages if each spare did it.
     """
     import numpy as np  # noqa: PLC0415 - preloaded by the fork-server
 
     np.random.seed(np.frombuffer(os.urandom(16), dtype=np.uint32))
+    random.seed()
+
+
+def drop_font_cache() -> None:
+    """Empty matplotlib's cache of open fonts, as its own after-fork hook does in each child
+    (an FT2Font reads its file lazily, and a child closes the zygote's fds). The zygote calls it
+    right before each fork (:mod:`.fastfork` skips the hooks); it never draws, so the cache is
+    empty and this costs a microsecond."""
+    font_manager = sys.modules.get("matplotlib.font_manager")
+    if font_manager is not None:
+        font_manager._get_font.cache_clear()  # noqa: SLF001 - what matplotlib registers at fork
 
 
 def prepare_parent(scratch_root: str) -> tuple[tuple[str, str], ...]:

@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, handoff, heapfile, isolation, prefault
+from . import child, fastfork, handoff, heapfile, isolation, prefault
 from .config import Config
 from .datacache import DatasetCache
 
@@ -158,11 +158,12 @@ class Zygote:
         scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
         generation = self.cache.generation
         child.fresh_global_seed()  # each execution draws its own numbers
+        child.drop_font_cache()
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
         try:
-            pid = os.fork()
+            pid = fastfork.fork()  # without CPython's after-fork hooks: ~1 ms less per spare
         except OSError:
             for fd in (job_r, job_w, result_r, result_w, out_r, out_w, err_r, err_w):
                 os.close(fd)
