@@ -97,20 +97,29 @@ def test_a_report_round_trips():
     assert prefault.decode(prefault.encode(prefault.Learned([], []))) == prefault.Learned([], [])
 
 
+def _learn_in_fork(work) -> prefault.Learned:
+    """What :func:`prefault.learn` reports for ``work`` run in a fresh fork, through the report."""
+    report = prefault.decode(_in_fork(lambda _fd: prefault.encode(prefault.learn(work))))
+    assert report is not None
+    return report
+
+
+def _pages(ranges, address: int, pages: int) -> set[int]:
+    """The indexes of the pages of ``ranges`` within ``pages`` pages from ``address``."""
+    return {(start + offset - address) // PAGE for start, length in ranges
+            for offset in range(0, length, PAGE) if address <= start + offset < address + pages * PAGE}
+
+
 def test_learn_finds_the_inherited_pages_a_fork_wrote_and_no_others():
     area, address = _area(64)
     written = [3, 10, 11, 12, 40]
 
-    def probe(_fd: int) -> bytes:
-        def work() -> None:
-            for i in written:
-                area[i * PAGE] = 2
-
-        return prefault.encode(prefault.learn(work))
+    def work() -> None:
+        for i in written:
+            area[i * PAGE] = 2
 
     try:
-        report = prefault.decode(_in_fork(probe))
-        assert report is not None
+        report = _learn_in_fork(work)
         learned = {start + offset for start, length in report.written for offset in range(0, length, PAGE)}
         ours = {address + i * PAGE for i in range(64)}
         assert {address + i * PAGE for i in written} <= learned
@@ -249,41 +258,42 @@ def test_learn_finds_the_file_pages_a_fork_read_apart_from_those_it_wrote():
     area, address = _file_area(128)
     read, written = [2, 40], [41]
 
-    def probe(_fd: int) -> bytes:
-        def work() -> None:
-            sum(area[i * PAGE] for i in read)
-            for i in written:
-                area[i * PAGE] = 7
-
-        return prefault.encode(prefault.learn(work))
+    def work() -> None:
+        sum(area[i * PAGE] for i in read)
+        for i in written:
+            area[i * PAGE] = 7
 
     try:
-        report = prefault.decode(_in_fork(probe))
-        assert report is not None
-        mapped = {(start + offset - address) // PAGE for start, length in report.read
-                  for offset in range(0, length, PAGE) if address <= start + offset < address + 128 * PAGE}
+        report = _learn_in_fork(work)
+        mapped = _pages(report.read, address, 128)
         assert set(read) <= mapped
         assert not mapped & set(written)
         assert not mapped & set(range(64, 128))  # never near a read
-        copied = {start + offset for start, length in report.written for offset in range(0, length, PAGE)}
-        assert copied & {address + i * PAGE for i in range(128)} == {address + i * PAGE for i in written}
+        assert _pages(report.written, address, 128) == set(written)
     finally:
         area.close()
 
 
 @needs_populate
-def test_map_in_maps_file_pages_so_reading_them_takes_no_fault():
+def test_map_in_maps_file_pages_without_changing_them():
     area, address = _file_area(128)
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     try:
-        assert prefault.map_in([(address, 128 * PAGE)]) == 128 * PAGE
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        total = sum(area[i * PAGE] for i in range(128))
-        assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 8
-        assert total == 0  # every page starts with byte 0: map_in changed no content
+        assert not any(_present(fd, address, 128))  # a fresh private mapping: nothing mapped yet
+        assert prefault.map_in([(address + 32 * PAGE, 64 * PAGE)]) == 64 * PAGE
+        present = {i for i, mapped in enumerate(_present(fd, address, 128)) if mapped}
+        assert set(range(32, 96)) <= present  # and (fault-around) up to 15 neighbours each side
+        assert not present & (set(range(0, 16)) | set(range(112, 128)))
+        assert area[40 * PAGE] == 0 and area[40 * PAGE + 1] == 1  # the file's bytes, unchanged
     finally:
+        os.close(fd)
         area.close()
 
 
+def _present(pagemap_fd: int, address: int, pages: int) -> list[bool]:
+    """Which of ``pages`` pages from ``address`` this process maps (pagemap bit 63)."""
+    raw = os.pread(pagemap_fd, pages * 8, address // PAGE * 8)
+    return [bool(int.from_bytes(raw[i * 8:i * 8 + 8], "little") >> 63) for i in range(pages)]
 
 def test_config_prefault_flag_and_environment():
     from pod_sandbox.executor.config import load_config

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #define MAX_REGIONS 1024
+#define HEAP_NAME "/memfd:pod-sandbox-zygote-heap"
 static char maps_text[1 << 20];
 static unsigned long starts[MAX_REGIONS], ends[MAX_REGIONS];
 static unsigned char residency[4096];
@@ -30,9 +31,8 @@ static unsigned long parse_hex(const char **p) {
     }
 }
 
-/* Private anonymous read-write regions of at least min_bytes, and [heap]; not [stack], not a
- * thread's stack (a region right above a PROT_NONE guard). Returns their count or -errno. */
-static long find_regions(unsigned long min_bytes) {
+/* /proc/self/maps into maps_text, NUL-terminated. Returns 0 or -errno. */
+static long read_maps(void) {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -errno;
     size_t len = 0;
@@ -46,6 +46,15 @@ static long find_regions(unsigned long min_bytes) {
     }
     close(fd);
     maps_text[len] = 0;
+    return 0;
+}
+
+/* Into starts/ends: private anonymous read-write regions of at least min_bytes, and [heap]; not
+ * [stack], not a thread's stack (a region right above a PROT_NONE guard). With heap_only instead
+ * the memfd heap's mappings (rw-p, named HEAP_NAME). Returns their count or -errno. */
+static long find_regions(unsigned long min_bytes, int heap_only) {
+    long err = read_maps();
+    if (err < 0) return err;
     long count = 0;
     unsigned long prev_end = 0;
     int prev_guard = 0;
@@ -67,8 +76,9 @@ static long find_regions(unsigned long min_bytes) {
         int heap = eol - name == 6 && strncmp(name, "[heap]", 6) == 0;
         int guard = strcmp(perms, "---p") == 0;
         int thread_stack = prev_guard && prev_end == start;
-        if (strcmp(perms, "rw-p") == 0 && (anonymous || heap) && !thread_stack
-            && end - start >= min_bytes) {
+        int ours = eol - name >= (long)strlen(HEAP_NAME) && strncmp(name, HEAP_NAME, strlen(HEAP_NAME)) == 0;
+        int wanted = heap_only ? ours : (anonymous || heap) && !thread_stack && end - start >= min_bytes;
+        if (strcmp(perms, "rw-p") == 0 && wanted) {
             if (count == MAX_REGIONS) return -E2BIG;
             starts[count] = start;
             ends[count] = end;
@@ -111,7 +121,7 @@ static int copy_resident(int fd, unsigned long start, unsigned long end, unsigne
  * the resident bytes copied into the memfd. */
 long heapfile_move(unsigned long min_bytes, unsigned long *moved_bytes) {
     long page = sysconf(_SC_PAGESIZE);
-    long count = find_regions(min_bytes);
+    long count = find_regions(min_bytes, 0);
     *moved_bytes = 0;
     if (count <= 0) return count;
     unsigned long total = 0;
@@ -148,7 +158,6 @@ long heapfile_move(unsigned long min_bytes, unsigned long *moved_bytes) {
 
 #define PM_PRESENT (1UL << 63)
 #define PM_FILE (1UL << 61)
-#define HEAP_NAME "/memfd:pod-sandbox-zygote-heap"
 static unsigned long pagemap_entries[512];
 
 /* Is page address addr inside one of the n sorted, disjoint [start, start + length) ranges? */
@@ -163,41 +172,6 @@ static int kept(unsigned long addr, const unsigned long *keep, long n) {
     return 0;
 }
 
-/* The memfd heap's mappings (rw-p, named HEAP_NAME) into starts/ends. Returns their count or -errno. */
-static long find_heap_regions(void) {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    size_t len = 0;
-    for (;;) {
-        ssize_t got = read(fd, maps_text + len, sizeof(maps_text) - 1 - len);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) { int err = errno; close(fd); return -err; }
-        if (got == 0) break;
-        len += (size_t)got;
-        if (len >= sizeof(maps_text) - 1) { close(fd); return -E2BIG; }
-    }
-    close(fd);
-    maps_text[len] = 0;
-    long count = 0;
-    for (const char *p = maps_text; *p;) {
-        const char *eol = strchr(p, '\n');
-        if (!eol) eol = p + strlen(p);
-        unsigned long start = parse_hex(&p);
-        p++;
-        unsigned long end = parse_hex(&p);
-        p++;
-        const char *name = strstr(p, HEAP_NAME);
-        if (name && name < eol && strncmp(p, "rw-p", 4) == 0) {
-            if (count == MAX_REGIONS) return -E2BIG;
-            starts[count] = start;
-            ends[count] = end;
-            count++;
-        }
-        p = *eol ? eol + 1 : eol;
-    }
-    return count;
-}
-
 /* Drop this process's page-table entries for the memfd heap's pages it maps but never wrote
  * (present file pages: no copy of its own), except those in keep (n sorted, disjoint
  * [start, length] pairs). The data stays in the memfd: a later touch faults the page back in.
@@ -209,7 +183,7 @@ long heapfile_trim(int pagemap_fd, const unsigned long *keep, long n) {
     long page = sysconf(_SC_PAGESIZE);
     memset(maps_text, 0, sizeof(maps_text));
     memset(pagemap_entries, 0, sizeof(pagemap_entries));
-    long count = find_heap_regions();
+    long count = find_regions(0, 1);
     if (count < 0) return count;
     long dropped = 0;
     const unsigned long chunk_pages = sizeof(pagemap_entries) / sizeof(pagemap_entries[0]);
