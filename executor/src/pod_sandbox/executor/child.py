@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import os
+import random
 import resource
 import signal
 import sys

@@ -174,9 +174,10 @@ def learn(work: Callable[[], object], *, max_pages: int = MAX_PAGES,
 
 def typical_execution(datasets: Mapping[str, Any], data_dir: str) -> Callable[[], None]:
     """The probe's work: what every execution does around the user's code (the job message,
-    the namespace, compile and exec, the result's encoding and frame) and the prewarm steps (a
-    filter, ``.loc``, reductions and a group-by on a few rows of each staged frame and of a tiny
-    one). Only this package's code; nothing is written outside the process."""
+    the namespace, ``execute_sql_query`` of each staged frame, compile and exec, the result's
+    encoding and frame) and the prewarm steps (a filter, ``.loc``, reductions and a group-by) on
+    up to ``PROBE_ROWS`` rows of each staged frame and on a tiny one. Only this package's code;
+    nothing is written outside the process."""
 
     queries = {f"SELECT * FROM {name}": name for name in list(datasets)[:prewarm.MAX_DATASETS]}
 
@@ -281,7 +282,8 @@ def probe_main(report_fd: int, parent_pid: int, datasets: Mapping[str, Any], dat
     report pipe, the children's seccomp filter, the rlimits ``limits``), it dies with the zygote
     and runs only :func:`typical_execution`. ``seccomp_layer`` is attached after ``setsid()``:
     the zygote passes the session layer (its own filter is inherited), a test the whole filter.
-    The caller ``_exit``s."""
+    ``heapfile_in_use``: the warm stack is on the memfd, so the probe drops its inherited entries
+    of it first and reports the heap pages its work reads. The caller ``_exit``s."""
     from . import child, framing  # noqa: PLC0415 - child imports this module
 
     os.setsid()

@@ -274,19 +274,24 @@ class Zygote:
             dropped = self.trim_heap(learned.read)
             mapped = prefault.map_in(learned.read)
             log.info("zygote: prefault probe learned %d written pages in %d ranges and %d read "
-                     "pages (%d mapped here, %s other heap pages dropped) in %.0f ms",
+                     "pages (%d mapped here, %d other heap pages dropped) in %.0f ms",
                      sum(length for _, length in learned.written) // prefault.PAGE,
                      len(learned.written), sum(length for _, length in learned.read) // prefault.PAGE,
                      mapped // prefault.PAGE, dropped, (time.monotonic() - probe.started) * 1000)
         if self.probe_again:
             self.start_probe()
 
-    def trim_heap(self, keep: list[prefault.Range]) -> int | str:
+    def trim_heap(self, keep: list[prefault.Range]) -> int:
         """Keep mapped, of the memfd heap's pages this zygote never wrote, only ``keep`` (what an
-        execution reads): every fork copies the others' entries and every exit drops them."""
+        execution reads): every fork copies the others' entries and every exit drops them.
+        Returns the pages dropped."""
         if self.pagemap_fd is None:
             return 0
-        return heapfile.trim(self.pagemap_fd, keep)
+        dropped = heapfile.trim(self.pagemap_fd, keep)
+        if isinstance(dropped, str):
+            log.warning("zygote: the heap keeps all its pages mapped (%s)", dropped)
+            return 0
+        return dropped
 
     def check_probe(self) -> float | None:
         """Kill a probe past its deadline; return the seconds it has left (None: no probe)."""
