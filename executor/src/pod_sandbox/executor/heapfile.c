@@ -172,6 +172,11 @@ static int kept(unsigned long addr, const unsigned long *keep, long n) {
     return 0;
 }
 
+/* A page trim drops: mapped, still the file's (never written here), and not kept. */
+static int droppable(unsigned long entry, unsigned long addr, const unsigned long *keep, long n) {
+    return (entry & PM_PRESENT) && (entry & PM_FILE) && !kept(addr, keep, n);
+}
+
 /* Drop this process's page-table entries for the memfd heap's pages it maps but never wrote
  * (present file pages: no copy of its own), except those in keep (n sorted, disjoint
  * [start, length] pairs). The data stays in the memfd: a later touch faults the page back in.
@@ -196,14 +201,10 @@ long heapfile_trim(int pagemap_fd, const unsigned long *keep, long n) {
             if (got < 0 && errno == EINTR) continue;
             if (got != (ssize_t)want) return got < 0 ? -errno : -EIO;
             for (unsigned long k = 0; k < pages;) {
-                unsigned long e = pagemap_entries[k];
-                unsigned long at = addr + k * page;
-                if (!((e & PM_PRESENT) && (e & PM_FILE)) || kept(at, keep, n)) { k++; continue; }
+                if (!droppable(pagemap_entries[k], addr + k * page, keep, n)) { k++; continue; }
                 unsigned long run = k + 1;
-                while (run < pages && (pagemap_entries[run] & PM_PRESENT) && (pagemap_entries[run] & PM_FILE)
-                       && !kept(addr + run * page, keep, n))
-                    run++;
-                if (madvise((void *)at, (run - k) * page, MADV_DONTNEED) < 0) return -errno;
+                while (run < pages && droppable(pagemap_entries[run], addr + run * page, keep, n)) run++;
+                if (madvise((void *)(addr + k * page), (run - k) * page, MADV_DONTNEED) < 0) return -errno;
                 dropped += (long)(run - k);
                 k = run;
             }
