@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import resource
 import signal
 import sys
@@ -74,22 +73,6 @@ def default_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
-
-
-def fresh_global_seed() -> None:
-    """Give numpy's global generator (``np.random.rand``, ``DataFrame.sample``, ...) and Python's
-    ``random`` new seeds.
-
-    ``fork()`` copies their state, so without this every execution would draw the same "random"
-    numbers (numpy never reseeds after a fork; ``random`` does in ``os.fork()``'s after-fork
-    hooks, which :mod:`.fastfork` skips). The zygote calls it right before each fork, where the
-    generators' pages are already its own: ~10-60 us, against ~0.2-0.7 ms of first writes to
-    shared pages if each spare did it.
-    """
-    import numpy as np  # noqa: PLC0415 - preloaded by the fork-server
-
-    np.random.seed(np.frombuffer(os.urandom(16), dtype=np.uint32))
-    random.seed()
 
 
 def drop_font_cache() -> None:

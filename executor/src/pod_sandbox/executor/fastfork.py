@@ -11,7 +11,7 @@ They exist for locks another thread may hold at the moment of the fork. The zygo
 Python thread, and forks from its own loop, outside any of those locks, so in its children they
 would only re-initialise unlocked locks to unlocked, and ``threading`` would find the same main
 thread under the same ident. The one callback with an effect, ``random``'s reseed, the zygote
-does itself before each fork (:func:`.child.fresh_global_seed`). The fork goes through
+does itself before each fork (:mod:`.seeding`). The fork goes through
 ``ctypes.PyDLL``, so the GIL stays held across it, as ``os.fork()`` holds it. C libraries'
 ``pthread_atfork`` handlers (pyarrow's allocator, OpenBLAS) still run: that is libc's ``fork()``.
 While another Python thread is alive it falls back to ``os.fork()``.

@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, fastfork, handoff, heapfile, isolation, prefault
+from . import child, fastfork, handoff, heapfile, isolation, prefault, seeding
 from .config import Config
 from .datacache import DatasetCache
 
@@ -84,6 +84,7 @@ class Zygote:
         self.pending_forks = 0
         self.stopping = False
         self.session_filter = b""
+        self.seeds = seeding.GlobalSeeds()
         self.scratch_variables: tuple[tuple[str, str], ...] = ()
         self.prefault_ranges: list[prefault.Range] = []
         self.probe: ProbeRun | None = None
@@ -157,7 +158,7 @@ class Zygote:
         err_r, err_w = os.pipe()
         scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
         generation = self.cache.generation
-        child.fresh_global_seed()  # each execution draws its own numbers
+        self.seeds.reseed()  # each execution draws its own numbers
         child.drop_font_cache()
         sys.stdout.flush()
         sys.stderr.flush()
