@@ -1,4 +1,5 @@
-"""Unit tests of the zygote's parts: the fd handoff messages and the dataset cache."""
+"""Unit tests of the zygote's parts: the fd handoff messages, the dataset cache, and when the
+fork-server asks the zygote for spares."""
 
 from __future__ import annotations
 
@@ -100,3 +101,55 @@ def test_warm_tolerates_odd_frames():
     frame = pd.DataFrame([[1, 2]], columns=["a", "a"])  # duplicate labels
     datacache.warm(frame)
     datacache.warm(pd.DataFrame())
+
+
+def _spawn_requests(right: socket.socket) -> list[int]:
+    """The ``n`` of every spawn request queued on the zygote's end."""
+    asked = []
+    while True:
+        try:
+            message, _fds = handoff.receive(right)  # type: ignore[misc]
+        except BlockingIOError:
+            return asked
+        assert message["op"] == "spawn"
+        asked.append(message["n"])
+
+
+def test_no_spare_is_forked_while_an_answered_child_is_still_exiting():
+    """The pool (two spares by default) is refilled only once the answered child's exit is
+    reported: its teardown and the fork then run one after the other, not on both cores at
+    once. A job that waits for a spare still gets one asked for at once."""
+    from pod_sandbox.executor.config import load_config  # noqa: PLC0415
+    from pod_sandbox.executor.forkserver import ForkServer, Job, PendingJob, Spare  # noqa: PLC0415
+
+    server = ForkServer(load_config([], environ={}), [], (os.getpid(),))
+    left, right = handoff.channel_pair()
+    right.setblocking(False)
+    server.zygote_sock = left
+    try:
+        spare = Spare(pid=10, job_w=-1, result_r=-1, out_r=-1, err_r=-1, generation=0, scratch="/s/x-1")
+        job = Job(slot=0, spare=spare, scratch=spare.scratch, started=0.0, deadline=9.0, out_cap=1, result_cap=1)
+        server.jobs[10] = job
+        server.top_up(1.0)
+        assert _spawn_requests(right) == [1]  # a job runs: one spare kept ready
+        job.answered = True  # answered; its child is tearing its memory down
+        server.top_up(1.0)
+        assert _spawn_requests(right) == []
+        server.pending.append(PendingJob(slot=1, payload=b"{}", timeout_s=1.0, out_cap=1, datasets=[],
+                                         needs_seq=0, queued=1.0))
+        server.top_up(1.0)
+        assert _spawn_requests(right) == []  # the spare already asked for is this job's
+        server.pending.append(PendingJob(slot=2, payload=b"{}", timeout_s=1.0, out_cap=1, datasets=[],
+                                         needs_seq=0, queued=1.0))
+        server.top_up(1.0)
+        assert _spawn_requests(right) == [1]  # a second waiting job: asked for at once
+        server.pending.clear()
+        job.exited_at = 2.0  # the zygote reported the exit
+        server.top_up(2.0)
+        assert sum(_spawn_requests(right)) == 0  # 2 asked, none delivered yet: the pool is full
+        server.requested = 0
+        server.top_up(2.0)
+        assert _spawn_requests(right) == [2]  # nothing runs: the whole pool
+    finally:
+        left.close()
+        right.close()

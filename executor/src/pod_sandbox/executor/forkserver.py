@@ -412,11 +412,21 @@ class ForkServer:
     def top_up(self, now: float) -> None:
         """Ask the zygote for the spares missing: one per waiting job plus the pool, which is
         refilled beyond one ready spare only while no job runs (a fork and a spare's set-up
-        would otherwise take CPU from the running job)."""
+        would otherwise take CPU from the running job), and not at all while an answered
+        child is still exiting.
+
+        A child's exit and the zygote's fork each run ~2 ms in the kernel, where a kernel built
+        with ``PREEMPT_NONE`` or ``PREEMPT_VOLUNTARY`` (the usual server models) lets nothing
+        else take their core. Back to back on 2 cores, asking for the next spare as soon as a
+        job started put both on the two cores at once, right when the next request's hand-offs
+        (an HTTP thread, this loop, the spare reading its job) needed one: those then waited up
+        to ~2 ms. Once the exit is reported, the fork runs after it, on the core it freed."""
         if self.stopping or self.zygote_sock is None or now < self.spawn_retry_at:
             return
         running = any(not job.answered for job in self.jobs.values())
         pool = min(self.config.spares, 1) if running else self.config.spares
+        if any(job.answered and job.exited_at is None for job in self.jobs.values()):
+            pool = 0  # waiting jobs still get theirs at once
         want = pool + len(self.pending) - len(self.spares) - self.requested
         if want > 0:
             self.requested += want
