@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Build the executor's one native helper, src/pod_sandbox/executor/_heapfile.so, from heapfile.c
-# (see heapfile.py): plain C against libc, loaded through ctypes, no Python headers. Runs where
-# the image's wheel and the local venvs are made (scripts/bootstrap.sh, build-wheelhouse.sh);
-# installs gcc from Debian's registry when it is missing. Without it the executor still works,
-# with fork() copying the warm stack's page tables every time (slower, same behaviour).
+# Build the executor's native helpers, plain C against libc loaded through ctypes (no Python
+# headers): src/pod_sandbox/executor/_heapfile.so from heapfile.c (see heapfile.py) and _spawn.so
+# from spawn.c (see spawn.py). Runs where the image's wheel and the local venvs are made
+# (scripts/bootstrap.sh, build-wheelhouse.sh); installs gcc from Debian's registry when it is
+# missing. Without them the executor still works, with fork() copying the warm stack's page
+# tables every time and spares set up in Python (slower, same behaviour).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-src=$here/src/pod_sandbox/executor/heapfile.c
-out=$here/src/pod_sandbox/executor/_heapfile.so
-if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$0" ]; then
-  exit 0
-fi
+dir=$here/src/pod_sandbox/executor
+names=(heapfile spawn)
+stale=()
+for name in "${names[@]}"; do
+  out=$dir/_$name.so
+  if ! [ -f "$out" ] || ! [ "$out" -nt "$dir/$name.c" ] || ! [ "$out" -nt "$0" ]; then
+    stale+=("$name")
+  fi
+done
+[ ${#stale[@]} -gt 0 ] || exit 0
 cc=${CC:-}
 if [ -z "$cc" ]; then
   for candidate in cc gcc; do
@@ -23,10 +29,13 @@ if [ -z "$cc" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; the
   command -v gcc >/dev/null 2>&1 && cc=gcc
 fi
 if [ -z "$cc" ]; then
-  echo "build-native: no C compiler; $(basename "$out") not built (the executor falls back to plain fork)" >&2
+  echo "build-native: no C compiler; ${stale[*]/%/.c} not built (the executor falls back to Python)" >&2
   exit 0
 fi
-tmp="$out.tmp.$$"
-"$cc" -O2 -Wall -Wextra -Werror -shared -fPIC -o "$tmp" "$src"
-mv -f "$tmp" "$out"
-echo "build-native: built $(basename "$out") with $cc"
+for name in "${stale[@]}"; do
+  out=$dir/_$name.so
+  tmp="$out.tmp.$$"
+  "$cc" -O2 -Wall -Wextra -Werror -shared -fPIC -o "$tmp" "$dir/$name.c"
+  mv -f "$tmp" "$out"
+  echo "build-native: built $(basename "$out") with $cc"
+done

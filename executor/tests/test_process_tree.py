@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from typing import Any, Iterator
@@ -14,7 +16,7 @@ import pytest
 
 from server_process import ExecutorProcess, start_executor
 
-from pod_sandbox.executor import heapfile
+from pod_sandbox.executor import heapfile, spawn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,6 +66,62 @@ def _running_jobs(server: ExecutorProcess) -> list[psutil.Process]:
         if cpu.split()[3] != "unlimited":
             out.append(p)
     return out
+
+
+#: User code reporting the set-up it finds: the same whether spawn.c or Python did it.
+SET_UP_SEEN = """
+import os, signal, stat
+try:
+    os.setsid()
+    setsid = "allowed"
+except PermissionError:
+    setsid = "EPERM"
+fds = [fd for fd in range(256) if os.path.exists(f"/proc/self/fd/{fd}")]
+seen = (len(fds), fds[:3], [os.get_inheritable(fd) for fd in fds], setsid, os.getsid(0) == os.getpid(),
+        sorted(os.listdir(".")), os.listdir("exports"), oct(stat.S_IMODE(os.stat(".").st_mode)),
+        os.readlink("/proc/self/fd/0"), signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        os.environ["HOME"] == os.getcwd() == os.environ["TMPDIR"])
+print("out")
+result = {"type": "string", "value": repr(seen)}
+"""
+
+
+def _python_set_up_tree() -> str:
+    """A copy of the package without ``_spawn.so``, readable by the sandbox uid."""
+    source = os.path.dirname(os.path.dirname(os.path.dirname(spawn.__file__)))
+    root = tempfile.mkdtemp(prefix="pod-sandbox-nospawn-")
+    os.chmod(root, 0o755)
+    shutil.copytree(os.path.join(source, "pod_sandbox"), os.path.join(root, "pod_sandbox"),
+                    ignore=shutil.ignore_patterns("_spawn.so", "__pycache__"))
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.chmod(os.path.join(dirpath, name), 0o755 if name in dirs else 0o644)
+    return root
+
+
+@pytest.mark.skipif(not os.path.exists(spawn.LIBRARY), reason="_spawn.so not built")
+def test_spares_set_up_in_c_and_in_python_look_the_same_to_user_code(fresh_server: ExecutorProcess) -> None:
+    """Without ``_spawn.so`` the zygote makes the pipes and the spare sets itself up in Python:
+    user code sees the same process either way (fds 0-2 and its result pipe (the job pipe is closed once read), the seccomp session
+    layer, a session of its own, its 0700 scratch directory with exports/charts, default signals,
+    HOME and TMPDIR there), and a failing, printing and timing-out execution are answered alike."""
+    tree = _python_set_up_tree()
+    plain = start_executor("--slots", "2", env={"PYTHONPATH": tree})
+    try:
+        seen = {}
+        for name, server in (("c", fresh_server), ("python", plain)):
+            out = server.run(SET_UP_SEEN)
+            assert (out["status"], out["stdout"]) == ("ok", "out\n"), out
+            seen[name] = out["result"]["value"]
+            assert server.run("1/0")["error"]["type"] == "ZeroDivisionError"
+            assert server.run("while True: pass", timeout_s=0.5)["status"] == "timeout"
+        assert seen["c"] == seen["python"]
+        assert "(4, [0, 1, 2], [True, True, True, False], 'EPERM', True, ['exports'], ['charts'], '0o700'" in seen["c"]
+        assert "spares are set up in Python (_spawn.so is not built" in plain.log()
+        assert "spares are set up in Python" not in fresh_server.log()
+    finally:
+        plain.stop()
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 def _memory_contains(pid: int, needle: bytes) -> bool:

@@ -113,6 +113,7 @@ def spare_main(
     scratch: str,
     scratch_variables: Sequence[tuple[str, str]],
     parent_pid: int | None = None,
+    set_up: bool = False,
     prewarm: bool = False,
     prefault_ranges: Sequence[tuple[int, int]] = (),
 ) -> None:
@@ -123,27 +124,31 @@ def spare_main(
     ``setsid``/``setpgid``, see :class:`.isolation.SeccompLayers`) is attached after this
     process's own ``setsid()``.
     Everything that does not depend on the job (session, fds, seccomp, scratch directory,
-    environment) happens here, before the job arrives, off the request's critical path. Then,
+    environment) happens before the job arrives, off the request's critical path: with
+    ``set_up`` the zygote's C helper (:mod:`.spawn`) has already done all of it but the signal
+    handlers and the environment (the job and result pipes are then fds 3 and 4, stdout and
+    stderr 1 and 2); without it, it happens here in Python. Then,
     until its job is there, the spare copies the pages an execution is known to write
     (``prefault_ranges``, :mod:`.prefault`). With ``prewarm`` a spare whose job is not there yet
     then warms the common pandas paths (:mod:`.prewarm`), confined as it is, stopping as soon as
     the job pipe is readable.
     """
     try:
-        os.setsid()
-        isolation.die_with_parent()
-        if parent_pid is not None and os.getppid() != parent_pid:
-            os._exit(EXIT_SETUP_FAILED)  # the parent died before PDEATHSIG was armed
-        devnull = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        close_fds_except({0, 1, 2, job_fd, result_fd})
+        if not set_up:  # else spawn.c did all this before fork() returned
+            os.setsid()
+            isolation.die_with_parent()
+            if parent_pid is not None and os.getppid() != parent_pid:
+                os._exit(EXIT_SETUP_FAILED)  # the parent died before PDEATHSIG was armed
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            close_fds_except({0, 1, 2, job_fd, result_fd})
+            isolation.load_seccomp(session_filter)
+            _make_scratch(scratch)
         default_signals()
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over RLIMIT_FSIZE: EFBIG, not death
-        isolation.load_seccomp(session_filter)
-        _make_scratch(scratch)
         isolation.enter_scratch(scratch, scratch_variables)
     except BaseException:  # noqa: BLE001 - report on fd 2 and die; the fork-server sees the code
         try:

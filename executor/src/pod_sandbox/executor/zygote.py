@@ -33,11 +33,10 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, fastfork, handoff, heapfile, isolation, prefault, seeding
+from . import child, fastfork, handoff, heapfile, isolation, prefault, seeding, spawn
 from .config import Config
 from .datacache import DatasetCache
 
@@ -84,6 +83,7 @@ class Zygote:
         self.pending_forks = 0
         self.stopping = False
         self.session_filter = b""
+        self.spawner: spawn.Spawner | None = None
         self.seeds = seeding.GlobalSeeds()
         self.scratch_variables: tuple[tuple[str, str], ...] = ()
         self.prefault_ranges: list[prefault.Range] = []
@@ -113,6 +113,11 @@ class Zygote:
         # Its own pid joins the protected set: user code may not signal its parent either.
         layers = isolation.compile_seccomp_layers((*self.protected_pids, os.getpid()))
         self.session_filter = layers.sessions
+        spawner = spawn.load(self.session_filter, child.EXIT_SETUP_FAILED)
+        if isinstance(spawner, str):
+            log.warning("zygote: spares are set up in Python (%s)", spawner)
+        else:
+            self.spawner = spawner
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
@@ -152,45 +157,60 @@ class Zygote:
     # -- spares ------------------------------------------------------------------------------
     def fork_spare(self) -> None:
         """Fork one confined spare and hand its pipe ends to the fork-server."""
-        job_r, job_w = os.pipe()
-        result_r, result_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        scratch = os.path.join(self.config.scratch_root, f"x-{uuid.uuid4().hex}")
+        scratch = os.path.join(self.config.scratch_root, "x-" + os.urandom(16).hex())
         generation = self.cache.generation
         self.seeds.reseed()  # each execution draws its own numbers
         child.drop_font_cache()
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
+        spawner = self.spawner if fastfork.single_threaded() else None
+        set_up = spawner is not None
+        if spawner is not None:  # pipes, fork and the spare's set-up in C (spawn.py)
+            pid, ends = spawner.spawn(scratch, parent)
+        else:
+            pid, ends = self.fork_in_python()
+        if pid == 0:  # the spare
+            job_r, result_w, out_w, err_w = ends
+            try:
+                child.spare_main(job_r, result_w, out_w, err_w, self.session_filter,
+                                 self.cache.view, self.config.data_dir, scratch, self.scratch_variables,
+                                 parent_pid=parent, set_up=set_up,
+                                 prewarm=self.config.prewarm, prefault_ranges=self.prefault_ranges)
+            finally:
+                os._exit(child.EXIT_CRASHED)
+        self.children[pid] = scratch
+        self.forks_since_probe += 1
+        if self.forks_since_probe >= PROBE_EVERY_FORKS:
+            self.start_probe()
+        try:
+            self.send({"op": "spare", "pid": pid, "generation": generation, "scratch": scratch}, ends)
+        finally:
+            for fd in ends:
+                os.close(fd)
+
+    @staticmethod
+    def fork_in_python() -> tuple[int, list[int]]:
+        """Pipes and fork without the C helper: in the child 0 and its ends (job read, result,
+        stdout and stderr write); in the zygote the pid and its ends (job write, result, stdout
+        and stderr read, those three non-blocking)."""
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
             pid = fastfork.fork()  # without CPython's after-fork hooks: ~1 ms less per spare
         except OSError:
             for fd in (job_r, job_w, result_r, result_w, out_r, out_w, err_r, err_w):
                 os.close(fd)
             raise
-        if pid == 0:  # the spare
-            try:
-                child.spare_main(job_r, result_w, out_w, err_w, self.session_filter,
-                                 self.cache.view, self.config.data_dir, scratch, self.scratch_variables,
-                                 parent_pid=parent,
-                                 prewarm=self.config.prewarm, prefault_ranges=self.prefault_ranges)
-            finally:
-                os._exit(child.EXIT_CRASHED)
+        if pid == 0:
+            return 0, [job_r, result_w, out_w, err_w]
         for fd in (job_r, result_w, out_w, err_w):
             os.close(fd)
         for fd in (result_r, out_r, err_r):
             os.set_blocking(fd, False)  # on the shared open file: the fork-server reads them so
-        self.children[pid] = scratch
-        self.forks_since_probe += 1
-        if self.forks_since_probe >= PROBE_EVERY_FORKS:
-            self.start_probe()
-        parent_ends = [job_w, result_r, out_r, err_r]
-        try:
-            self.send({"op": "spare", "pid": pid, "generation": generation, "scratch": scratch}, parent_ends)
-        finally:
-            for fd in parent_ends:
-                os.close(fd)
+        return pid, [job_w, result_r, out_r, err_r]
 
     # -- prefault probe ----------------------------------------------------------------------
     def start_probe(self) -> None:
