@@ -4,11 +4,12 @@
  * spawn_spare() makes the four pipes (job, result, stdout, stderr) and forks. In the parent it
  * closes the child's ends, makes the result/stdout/stderr read ends non-blocking and returns
  * the child's pid with the parent's ends in ends[0..3]. In the child, before returning 0, it:
- * resets the zygote's signal handlers; becomes a session leader; arms PDEATHSIG (and checks the parent did not die before that);
- * puts /dev/null on fd 0, the stdout/stderr pipes on 1 and 2, the job and result pipes on 3 and
- * 4 (close-on-exec); closes every other fd; attaches the seccomp layer `filter` (raw BPF, as
- * isolation.load_seccomp does); makes the scratch directory with exports/charts in it (0700)
- * and enters it. A failure there writes one line to fd 2 and _exit()s with `failed_code`.
+ * resets the zygote's signal handlers; becomes a session leader; arms PDEATHSIG (and checks
+ * the parent did not die before that); puts /dev/null on fd 0, the stdout/stderr pipes on 1
+ * and 2, the job and result pipes on 3 and 4 (close-on-exec); closes every other fd; attaches
+ * the seccomp layer `filter` (raw BPF, as isolation.load_seccomp does); makes the scratch
+ * directory (0700) with exports/charts in it and enters it. A failure there writes one line
+ * to fd 2 and _exit()s with `failed_code`.
  * Called through ctypes.PyDLL with the GIL held, by a single-threaded process, like fork().
  * Build: cc -O2 -shared -fPIC -o _spawn.so spawn.c
  */
@@ -119,9 +120,7 @@ long spawn_spare(int *ends, const char *scratch, const char *exports, const char
     if (pid == 0) {
         child_setup(fds[0], fds[3], fds[5], fds[7], scratch, exports, charts, filter, filter_len,
                     parent_pid, failed_code);
-        ends[0] = JOB_FD;
-        ends[1] = RESULT_FD;
-        return 0;
+        return 0;  /* the job pipe is JOB_FD, the result pipe RESULT_FD (spawn.py knows) */
     }
     close(fds[0]);
     close(fds[3]);
