@@ -6,7 +6,7 @@ each first write to one costs a fault and a 4 KiB copy. In Python, making a spar
 forking, closing its fds, loading its seccomp layer and making its scratch directory ran
 ``os``, ``ctypes`` and ``posixpath`` code in the zygote and in every spare. ``spawn.c`` (built
 by ``executor/scripts/build-native.sh`` into ``_spawn.so``) does it with libc calls: see
-:meth:`Spawner.spawn`. Measured (executor README): ~25 fewer faults per fork in the zygote and
+:meth:`Spawner.spawn`. Measured (executor README): 15-25 fewer faults per fork in the zygote and
 ~45 per spare (most pages the Python touched, the job touches anyway), 0.4-0.5 ms less CPU per
 execution at concurrency 8. Without the built helper, or while the zygote runs another Python
 thread, the zygote does it in Python as before (:meth:`.zygote.Zygote.fork_spare`); user code
@@ -45,9 +45,10 @@ class Spawner:
     def spawn(self, scratch: str, parent_pid: int) -> tuple[int, list[int]]:
         """Fork a spare. In the parent: its pid and the parent's pipe ends (job write end, then
         the result, stdout and stderr read ends, those three non-blocking). In the child: 0 and
-        its ends (job read, result, stdout and stderr write: ``[JOB_FD, RESULT_FD, 1, 2]``), already a session leader with ``PDEATHSIG``, fds 0-4 only, the
-        seccomp layer attached, in its new ``scratch`` directory (with ``exports/charts``).
-        ``OSError`` when no child was made."""
+        its ends (job read, result, stdout and stderr write: ``[JOB_FD, RESULT_FD, 1, 2]``),
+        already a session leader with ``PDEATHSIG``, fds 0-4 only, the seccomp layer attached,
+        in its new ``scratch`` directory (with ``exports/charts``). ``OSError`` when no child
+        was made."""
         path = os.fsencode(scratch)
         pid = self._spawn(self._ends, path, path + b"/exports", path + b"/exports/charts",
                           self._filter, self._filter_len, parent_pid, self._failed_code)
