@@ -53,6 +53,59 @@ def test_moved_memory_keeps_its_bytes_and_stops_being_anonymous():
     assert in_child(body) == 0
 
 
+def _memfd_inodes() -> set[str]:
+    with open("/proc/self/maps", encoding="ascii") as fh:
+        return {line.split()[4] for line in fh if MEMFD in line}
+
+
+def test_moved_again_the_heap_keeps_its_bytes_and_starts_unmapped():
+    """The zygote's second move (after a dataset load): the earlier memfd's mappings, with the
+    pages written since, onto a new memfd; no page of it mapped until touched, no anonymous copy
+    left, every byte the same; anonymous regions made since stay anonymous."""
+    def body() -> int:
+        blob = bytearray(os.urandom(1 << 20)) * 4               # 4 MiB, moved by the first move
+        if not isinstance(heapfile.move_anonymous_memory(), heapfile.Moved):
+            return 1
+        first_inodes = _memfd_inodes()
+        for i in range(0, len(blob), 2 * PAGE):                  # half its pages written since
+            blob[i] ^= 0x5A
+        digest = hashlib.sha256(blob).hexdigest()
+        later = bytearray(os.urandom(1 << 20)) * 2               # a new anonymous region
+        later_digest = hashlib.sha256(later).hexdigest()
+        anonymous = heapfile.anonymous_bytes()
+        moved = heapfile.move_anonymous_memory(again=True)
+        if not isinstance(moved, heapfile.Moved) or moved.regions < 1 or moved.bytes < (4 << 20):
+            return 2
+        if _memfd_inodes() & first_inodes or not _memfd_inodes():
+            return 3                                             # all on the new memfd
+        if heapfile.anonymous_bytes() > anonymous - (1 << 20):
+            return 4                                             # the written pages went too
+        import ctypes
+        address = ctypes.addressof((ctypes.c_char * len(blob)).from_buffer(blob))
+        first = (address + PAGE - 1) // PAGE * PAGE
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        try:
+            mapped = sum(_present(fd, first + PAGE, 512))        # away from the buffer's header
+        finally:
+            os.close(fd)
+        if mapped:
+            return 5
+        if hashlib.sha256(blob).hexdigest() != digest or hashlib.sha256(later).hexdigest() != later_digest:
+            return 6
+        blob[0] ^= 0xFF                                          # still copy-on-write, still private
+        return 0 if hashlib.sha256(blob).hexdigest() != digest else 7
+
+    assert in_child(body) == 0
+
+
+def test_moving_again_without_an_earlier_move_moves_nothing():
+    def body() -> int:
+        moved = heapfile.move_anonymous_memory(again=True)
+        return 0 if isinstance(moved, heapfile.Moved) and moved.regions == 0 and not _memfd_ranges() else 1
+
+    assert in_child(body) == 0
+
+
 def test_the_memfd_is_sealed_against_writes():
     """Whoever gets a handle on the shared pages (root may, through map_files) cannot change them."""
     def body() -> int:

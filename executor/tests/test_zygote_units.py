@@ -153,3 +153,51 @@ def test_no_spare_is_forked_while_an_answered_child_is_still_exiting():
     finally:
         left.close()
         right.close()
+
+
+def test_the_heap_moves_again_once_per_dataset_load_and_is_trimmed_otherwise(tmp_path, monkeypatch):
+    """refresh_heap: after a load the heap moves (once); refused (a second thread) or with
+    nothing on a memfd, the zygote trims instead; with --heapfile off it tries neither."""
+    from pod_sandbox.executor import heapfile, zygote  # noqa: PLC0415
+    from pod_sandbox.executor.config import load_config  # noqa: PLC0415
+
+    calls: list[str] = []
+    answers: list[heapfile.Moved | str] = []
+
+    def move(*, again: bool) -> heapfile.Moved | str:
+        calls.append(f"move again={again}")
+        return answers.pop(0)
+
+    def trim(fd: int, keep: list) -> int:
+        calls.append(f"trim fd={fd} keep={keep}")
+        return 7
+
+    monkeypatch.setattr(heapfile, "move_anonymous_memory", move)
+    monkeypatch.setattr(heapfile, "trim", trim)
+    left, right = socket.socketpair()
+    try:
+        z = zygote.Zygote(load_config(["--workspace", str(tmp_path)], environ={}), left, (os.getpid(),))
+        z.pagemap_fd = 99
+        keep = [(4096, 4096)]
+        assert z.refresh_heap(keep) == "trimmed: 7 other pages dropped"       # no load yet
+        z.move_heap_due = True
+        answers.append(heapfile.Moved(regions=3, bytes=70 << 20, seconds=0.04))
+        assert z.refresh_heap(keep) == "moved again: 70 MB in 3 regions, 40 ms"
+        assert z.refresh_heap(keep).startswith("trimmed")                       # only once per load
+        z.move_heap_due = True
+        answers.append("3 threads: another thread could write while memory is copied")
+        assert z.refresh_heap(keep).startswith("trimmed") and not z.move_heap_due
+        z.move_heap_due = True
+        answers.append(heapfile.Moved(regions=0, bytes=0, seconds=0.0))       # no memfd heap
+        assert z.refresh_heap(keep).startswith("trimmed")
+        assert calls == ["trim fd=99 keep=[(4096, 4096)]", "move again=True", "trim fd=99 keep=[(4096, 4096)]",
+                         "move again=True", "trim fd=99 keep=[(4096, 4096)]",
+                         "move again=True", "trim fd=99 keep=[(4096, 4096)]"]
+        off = zygote.Zygote(load_config(["--workspace", str(tmp_path), "--heapfile", "off"], environ={}),
+                            left, (os.getpid(),))
+        off.move_heap_due = True
+        calls.clear()
+        assert off.refresh_heap(keep) == "kept" and calls == []
+    finally:
+        left.close()
+        right.close()

@@ -256,8 +256,11 @@ def read_data_file(path: str, *, use_threads: bool = True) -> Any:
     if lower.endswith(".parquet") or lower.endswith(".pq"):
         import pyarrow.parquet as pq  # noqa: PLC0415
 
-        table = pq.read_table(path, use_threads=use_threads, pre_buffer=use_threads)
-        return table.to_pandas(use_threads=use_threads)
+        if use_threads:
+            return pq.read_table(path).to_pandas()
+        # ParquetFile.read starts no thread (read_table starts pyarrow's I/O pool even without
+        # use_threads): the zygote stays single-threaded and can move its heap again.
+        return pq.ParquetFile(path).read(use_threads=False).to_pandas(use_threads=False)
     if lower.endswith(".csv"):
         return pd.read_csv(path)
     if lower.endswith(".json"):

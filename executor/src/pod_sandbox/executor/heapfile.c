@@ -118,10 +118,13 @@ static int copy_resident(int fd, unsigned long start, unsigned long end, unsigne
 }
 
 /* Returns the number of regions moved (>= 0) or -errno before any was moved; *moved_bytes gets
- * the resident bytes copied into the memfd. */
-long heapfile_move(unsigned long min_bytes, unsigned long *moved_bytes) {
+ * the resident bytes copied into the memfd. With heap_only, the mappings of an earlier move's
+ * memfd move instead (its pages and those written since alike) onto a new one, whose mappings
+ * start with no page mapped and no anonymous page: fork() copies no entry of them until this
+ * process writes there again. */
+long heapfile_move(unsigned long min_bytes, int heap_only, unsigned long *moved_bytes) {
     long page = sysconf(_SC_PAGESIZE);
-    long count = find_regions(min_bytes, 0);
+    long count = find_regions(min_bytes, heap_only);
     *moved_bytes = 0;
     if (count <= 0) return count;
     unsigned long total = 0;

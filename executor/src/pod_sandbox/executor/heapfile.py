@@ -10,10 +10,13 @@ its private anonymous memory into a memfd and maps that MAP_PRIVATE over the sam
 the same bytes at the same places, each later write copy-on-write as before. The memfd is sealed
 (no write, grow or shrink) and its descriptor closed, so nothing can change the shared pages.
 
-The zygote then maps many of those pages again while it loads and warms datasets, and fork()
-copies the entries of every page it maps. :func:`trim` drops the entries of pages it never wrote,
-but for those a typical execution reads (learned by the prefault probe): ~4,900 fewer entries
-per fork and exit with a staged 100k-row frame.
+The zygote then maps many of those pages again, and writes some, while it loads and warms
+datasets: fork() copies the entries of every page it maps in a mapping where it wrote one. After
+a load it moves its heap mappings again (``again``), its written pages with them, onto a new
+memfd whose mappings start empty, and maps in only the pages a typical execution reads (learned
+by the prefault probe). Where that cannot be done (a second thread), :func:`trim` drops the
+entries of the pages it never wrote but for those: ~4,900 fewer entries per fork and exit with a
+staged 100k-row frame.
 
 The copy must not race with a write, so it runs in C (``heapfile.c``, built by
 ``executor/scripts/build-native.sh`` into ``_heapfile.so``, called with the GIL held) and only
@@ -49,8 +52,13 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def move_anonymous_memory(library: str = LIBRARY) -> Moved | str:
-    """Move this process's private anonymous memory onto a sealed memfd; or say why not."""
+def move_anonymous_memory(library: str = LIBRARY, *, again: bool = False) -> Moved | str:
+    """Move this process's private anonymous memory onto a sealed memfd; or say why not.
+
+    ``again`` (the zygote, after a dataset load): move the earlier memfd's mappings instead, with
+    the pages written since, onto a new memfd whose mappings start empty, so that ``fork()``
+    copies no entry of them until this process touches them again. The frames' own arrays stay
+    where they are (children read them whole). The old memfd lives on while a child maps it."""
     if not os.path.exists(library):
         return f"{os.path.basename(library)} is not built (executor/scripts/build-native.sh)"
     threads = thread_count()
@@ -61,10 +69,10 @@ def move_anonymous_memory(library: str = LIBRARY) -> Moved | str:
     except OSError as exc:
         return f"cannot load {library}: {exc}"
     lib.heapfile_move.restype = ctypes.c_long
-    lib.heapfile_move.argtypes = [ctypes.c_ulong, ctypes.POINTER(ctypes.c_ulong)]
+    lib.heapfile_move.argtypes = [ctypes.c_ulong, ctypes.c_int, ctypes.POINTER(ctypes.c_ulong)]
     copied = ctypes.c_ulong(0)
     started = time.monotonic()
-    regions = lib.heapfile_move(MIN_REGION_BYTES, ctypes.byref(copied))
+    regions = lib.heapfile_move(MIN_REGION_BYTES, int(again), ctypes.byref(copied))
     if regions < 0:
         return f"memfd copy failed: {os.strerror(-regions) if -regions in errno.errorcode else regions}"
     return Moved(regions=int(regions), bytes=int(copied.value), seconds=time.monotonic() - started)

@@ -92,6 +92,7 @@ class Zygote:
         self.probe_pids: set[int] = set()    # probes not reaped yet
         self.forks_since_probe = 0
         self.pagemap_fd: int | None = None    # its own, opened before any child exists
+        self.move_heap_due = False            # a dataset load: move the heap again after the probe
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
 
@@ -292,27 +293,44 @@ class Zygote:
                         "ranges learned before", probe.pid, len(self.prefault_ranges))
         else:
             self.prefault_ranges = learned.written
-            dropped = self.trim_heap(learned.read)
+            heap = self.refresh_heap(learned.read)
             mapped = prefault.map_in(learned.read)
             log.info("zygote: prefault probe learned %d written pages in %d ranges and %d read "
-                     "pages (%d mapped here, %d other heap pages dropped) in %.0f ms",
+                     "pages (%d mapped here; heap %s) in %.0f ms",
                      sum(length for _, length in learned.written) // prefault.PAGE,
                      len(learned.written), sum(length for _, length in learned.read) // prefault.PAGE,
-                     mapped // prefault.PAGE, dropped, (time.monotonic() - probe.started) * 1000)
+                     mapped // prefault.PAGE, heap, (time.monotonic() - probe.started) * 1000)
         if self.probe_again:
             self.start_probe()
 
-    def trim_heap(self, keep: list[prefault.Range]) -> int:
-        """Keep mapped, of the memfd heap's pages this zygote never wrote, only ``keep`` (what an
-        execution reads): every fork copies the others' entries and every exit drops them.
-        Returns the pages dropped."""
+    def refresh_heap(self, keep: list[prefault.Range]) -> str:
+        """Leave mapped, of the memfd heap, little more than ``keep`` (what an execution reads;
+        the caller maps it in): every fork copies the entries of the rest and every child's exit
+        drops them. Says what it did, for the log.
+
+        After a dataset load the heap moves again (:func:`heapfile.move_anonymous_memory` with
+        ``again``): the pages this zygote wrote since it was forked (loading and warming the
+        frames, its own loop) join a new memfd, and its mappings start empty. The new memfd
+        duplicates the fork-server's pages this zygote never wrote (~50 MB), which is why that
+        waits for a dataset: with one, what moves from anonymous memory makes up most of it.
+        It needs a single thread. When it cannot be done (another thread runs: pyarrow starts
+        its pools for a Feather file), and between loads, the entries of heap pages it never
+        wrote are dropped instead, but for ``keep`` (:func:`heapfile.trim`)."""
+        if self.move_heap_due and self.config.heapfile:
+            self.move_heap_due = False
+            moved = heapfile.move_anonymous_memory(again=True)
+            if not isinstance(moved, heapfile.Moved):
+                log.info("zygote: the heap stays on its memfd (%s)", moved)
+            elif moved.regions:  # none: the fork-server could not move it in the first place
+                return (f"moved again: {moved.bytes >> 20} MB in {moved.regions} regions, "
+                        f"{moved.seconds * 1000:.0f} ms")
         if self.pagemap_fd is None:
-            return 0
+            return "kept"
         dropped = heapfile.trim(self.pagemap_fd, keep)
         if isinstance(dropped, str):
             log.warning("zygote: the heap keeps all its pages mapped (%s)", dropped)
-            return 0
-        return dropped
+            return "kept"
+        return f"trimmed: {dropped} other pages dropped"
 
     def check_probe(self) -> float | None:
         """Kill a probe past its deadline; return the seconds it has left (None: no probe)."""
@@ -348,6 +366,7 @@ class Zygote:
                 generation = self.cache.generation
                 checked = self.cache.refresh(names)
                 if self.cache.generation != generation:
+                    self.move_heap_due = True  # with what loading the new frames wrote
                     self.start_probe()  # the new frames are where the next executions read
                 self.send({"op": "cached", "seq": message.get("seq", 0), "generation": self.cache.generation,
                            "checked": checked, "cached": sorted(self.cache.entries)})
