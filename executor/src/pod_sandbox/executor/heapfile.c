@@ -2,7 +2,8 @@
  * MAP_PRIVATE at the same addresses with the same contents (see heapfile.py for why); and
  * later drop the page-table entries of that heap's pages it never wrote (heapfile_trim).
  *
- * Called once by the fork-server, single-threaded, through ctypes.PyDLL (the GIL stays held):
+ * Called by the fork-server once, and by the zygote again after a dataset load (heap_only),
+ * each single-threaded, through ctypes.PyDLL (the GIL stays held):
  * between copying a region and mapping the copy over it no other code of this process runs, so
  * no write can be lost. Only resident pages are copied; untouched ones stay holes (zeros) in
  * the memfd. Each region is either fully moved or left as it was, so stopping half-way (an mmap
