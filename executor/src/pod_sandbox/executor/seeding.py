@@ -35,8 +35,8 @@ class GlobalSeeds:
         import numpy as np  # noqa: PLC0415 - preloaded by the fork-server
 
         self._np = np
-        self._key: ctypes.Array[ctypes.c_uint32] | None = None
-        self._first = self._pos = None
+        #: numpy's MT19937 state in place: its key, the key's first word, the position
+        self._state: tuple[ctypes.Array[ctypes.c_uint32], ctypes.c_uint32, ctypes.c_int] | None = None
         bit_generator = np.random.get_bit_generator()
         state = bit_generator.state
         if state.get("bit_generator") != "MT19937":
@@ -47,20 +47,20 @@ class GlobalSeeds:
         # Read only: the memory must hold exactly what numpy says the state is.
         if bytes(key) != state["state"]["key"].astype("<u4").tobytes() or pos.value != state["state"]["pos"]:
             return
-        self._key, self._pos = key, pos
-        self._first = ctypes.c_uint32.from_address(address)
+        self._state = (key, ctypes.c_uint32.from_address(address), pos)
 
     @property
     def direct(self) -> bool:
         """True when numpy's state is written directly (the layout matched)."""
-        return self._key is not None
+        return self._state is not None
 
     def reseed(self) -> None:
         """New seeds for numpy's global generator and Python's ``random``."""
-        if self._key is not None and self._first is not None and self._pos is not None:
-            ctypes.memmove(self._key, os.urandom(KEY_BYTES), KEY_BYTES)
-            self._first.value |= 0x80000000  # as MT's init_by_array: the state is never all zero
-            self._pos.value = MT_WORDS
+        if self._state is not None:
+            key, first, pos = self._state
+            ctypes.memmove(key, os.urandom(KEY_BYTES), KEY_BYTES)
+            first.value |= 0x80000000  # as MT's init_by_array: the state is never all zero
+            pos.value = MT_WORDS
         else:
             self._np.random.seed(self._np.frombuffer(os.urandom(16), dtype=self._np.uint32))
         random.seed()
