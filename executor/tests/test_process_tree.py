@@ -103,9 +103,10 @@ def _python_set_up_tree() -> str:
 @pytest.mark.skipif(not os.path.exists(spawn.LIBRARY), reason="_spawn.so not built")
 def test_spares_set_up_in_c_and_in_python_look_the_same_to_user_code(fresh_server: ExecutorProcess) -> None:
     """Without ``_spawn.so`` the zygote makes the pipes and the spare sets itself up in Python:
-    user code sees the same process either way (fds 0-2 and its result pipe (the job pipe is closed once read), the seccomp session
-    layer, a session of its own, its 0700 scratch directory with exports/charts, default signals,
-    HOME and TMPDIR there), and a failing, printing and timing-out execution are answered alike."""
+    user code sees the same process either way (fds 0-2 and its result pipe, the job pipe being
+    closed once read; the seccomp session layer; a session of its own; its 0700 scratch
+    directory with exports/charts; default signals; HOME and TMPDIR there), and a failing,
+    printing and timing-out execution are answered alike."""
     tree = _python_set_up_tree()
     plain = start_executor("--slots", "2", env={"PYTHONPATH": tree})
     try:
@@ -216,7 +217,7 @@ def test_the_zygote_keeps_mapped_only_the_heap_pages_an_execution_reads(fresh_se
     assert fresh_server.run(code, datasets={"SELECT * FROM d": "d.csv"})["result"]["value"] == sum(range(0, 5000, 4))
     assert _wait_for(lambda: len(learned.findall(fresh_server.log())) >= 2), fresh_server.log()[-2000:]
     read, moved_mb = (int(x or 0) for x in learned.findall(fresh_server.log())[1])
-    assert read > 500 and moved_mb > 20
+    assert read > 500 and moved_mb > 20, fresh_server.log()[-2000:]
     zygote = _settled(fresh_server)["zygote"][0].pid
     mapped, written = _heap_pages(zygote)
     assert mapped < read + 4000 and written < 1500, (mapped, written, read)
