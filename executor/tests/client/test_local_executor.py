@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import traceback
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from pod_sandbox.client import (
     SandboxStartError,
     SandboxTimeoutError,
 )
+from pod_sandbox.client.pandasai_compat import CodeExecutionError
 
 
 def sales() -> pd.DataFrame:
@@ -115,7 +117,9 @@ def test_error_carries_the_traceback(box):
     with pytest.raises(SandboxExecutionError) as info:
         box.execute("df = execute_sql_query('SELECT * FROM sales')\nx = df['nope']", env())
     assert info.value.error_type == "KeyError"
-    assert "line 2" in str(info.value)
+    assert isinstance(info.value, CodeExecutionError)  # PandasAI retries it, then answers ErrorResponse
+    shown = "".join(traceback.format_exception(info.value))  # what PandasAI's format_exc() shows
+    assert 'File "<sandbox>", line 2' in shown and "KeyError: 'nope'" in shown
 
 
 def test_timeout(box):

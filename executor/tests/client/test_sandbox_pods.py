@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeKube, pod
 
 from pod_sandbox.client import KubernetesSandbox, SandboxLostError, SandboxStartError
-from pod_sandbox.client.datasets import extract_sql_queries
+from pod_sandbox.client.datasets import extract_sql_queries, parse
 from pod_sandbox.client.kube import WatchEvent
 from pod_sandbox.client.template import MANAGED_BY_LABEL, POOL_LABEL, SESSION_LABEL
 
@@ -140,7 +140,7 @@ def test_sql_extraction_matches_pandasai():
     ]
     for code in samples:
         expected = list(dict.fromkeys(base._extract_sql_queries_from_code(code)))
-        assert extract_sql_queries(code) == expected
+        assert extract_sql_queries(parse(code)) == expected
 
 
 def test_a_broken_warm_pod_is_deleted_and_a_cold_pod_used(kube, fake_executor):

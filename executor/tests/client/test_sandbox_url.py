@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import traceback
 
 import numpy as np
 import pandas as pd
@@ -108,9 +109,12 @@ def test_dynamic_sql_longer_than_the_error_message_is_staged_whole(sandbox, fake
 def test_errors_raise_with_the_in_pod_traceback(sandbox):
     with pytest.raises(SandboxExecutionError) as info:
         sandbox.execute("def f():\n    return 1 / 0\nresult = {'type': 'number', 'value': f()}", {})
-    text = str(info.value)
-    assert "ZeroDivisionError" in text
-    assert 'File "<sandbox>", line 2, in f' in text
+    assert "ZeroDivisionError" in str(info.value)
+    assert 'File "<sandbox>", line 2, in f' in info.value.traceback
+    # PandasAI shows traceback.format_exc(): the in-pod traceback is the chained cause
+    shown = "".join(traceback.format_exception(info.value))
+    assert 'File "<sandbox>", line 2, in f' in shown
+    assert shown.index("<sandbox>") < shown.index("The above exception was the direct cause")
     assert info.value.error_type == "ZeroDivisionError"
 
 

@@ -10,8 +10,16 @@ from typing import Any, Iterable
 SQL_KEYWORDS = ("SELECT", "WITH")
 
 
-def extract_sql_queries(code: str) -> list[str]:
-    """String literals in ``code`` that look like SQL (contain SELECT or WITH), in order.
+def parse(code: str) -> ast.Module | None:
+    """The code's syntax tree, or None when it does not parse (the pod then reports the error)."""
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: NUL bytes in the source
+        return None
+
+
+def extract_sql_queries(tree: ast.AST) -> list[str]:
+    """String literals in the code (its ``tree``) that look like SQL (SELECT or WITH), in order.
 
     The same rule as PandasAI's ``Sandbox._extract_sql_queries_from_code``: literals assigned
     to a name or passed as a call argument. Queries built at run time (f-strings, joins) are not
@@ -38,7 +46,7 @@ def extract_sql_queries(code: str) -> list[str]:
                     found.append(arg.value)  # type: ignore[attr-defined]
             self.generic_visit(node)
 
-    Visitor().visit(ast.parse(code))
+    Visitor().visit(tree)
     unique: list[str] = []
     for query in found:
         if query not in unique:
@@ -46,10 +54,10 @@ def extract_sql_queries(code: str) -> list[str]:
     return unique
 
 
-def called_names(code: str) -> set[str]:
-    """Names called as plain functions in ``code`` (``f(...)``), used to spot host-only skills."""
+def called_names(tree: ast.AST) -> set[str]:
+    """Names called as plain functions in the code (``f(...)``), used to spot host-only skills."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(code)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             names.add(node.func.id)
     return names

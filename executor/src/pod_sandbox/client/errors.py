@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .pandasai_compat import (
+    NO_RESULT_MESSAGE,
+    CodeExecutionError,
+    InvalidOutputValueMismatch,
+    NoResultFoundError,
+)
+
 
 class SandboxError(RuntimeError):
     """Base class of every error the pod sandbox client raises."""
@@ -48,12 +55,29 @@ class SandboxProtocolError(SandboxError):
         self.body = body
 
 
-class SandboxExecutionError(SandboxError):
-    """The code raised inside the sandbox; the message carries the in-pod traceback.
+class PodTraceback(Exception):
+    """The traceback of the code inside the pod, as text: the cause of a :class:`SandboxExecutionError`.
 
-    PandasAI's Agent catches any exception from ``sandbox.execute`` and shows
-    ``traceback.format_exc()`` to the LLM to regenerate the code, so the in-pod traceback is
-    part of the message, not only an attribute.
+    Raised from it (``raise SandboxExecutionError(...) from PodTraceback(text)``), so
+    ``traceback.format_exc()`` shows the in-pod traceback first, then the client's frames, the
+    way PandasAI's own ``CodeExecutor`` chains the user's exception to ``CodeExecutionError``.
+    PandasAI gives that text to the LLM to fix the code and keeps it in ``ErrorResponse.error``.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text.rstrip()
+
+
+class SandboxExecutionError(SandboxError, CodeExecutionError):
+    """The code failed inside the sandbox (raised, timed out, ran out of memory, was killed).
+
+    A ``pandasai.exceptions.CodeExecutionError``, like a failure of local execution: PandasAI's
+    Agent retries with the traceback and then answers with its ``ErrorResponse``. The in-pod
+    traceback is this exception's ``__cause__`` (:class:`PodTraceback`) and ``traceback``.
     """
 
     def __init__(
@@ -65,12 +89,7 @@ class SandboxExecutionError(SandboxError):
         stdout: str = "",
         stderr: str = "",
     ) -> None:
-        text = f"Code execution in the pod sandbox failed ({status}): {error_type}: {message}"
-        if traceback_text:
-            text += "\n--- traceback inside the sandbox ---\n" + traceback_text.rstrip()
-        if stderr:
-            text += "\n--- stderr ---\n" + stderr.rstrip()[-2000:]
-        super().__init__(text)
+        super().__init__(f"Code execution in the pod sandbox failed ({status}): {error_type}: {message}")
         self.status = status
         self.error_type = error_type
         self.error_message = message
@@ -87,5 +106,20 @@ class SandboxMemoryError(SandboxExecutionError):
     """The code exceeded its memory limit inside the pod."""
 
 
-class NoResultError(SandboxExecutionError):
-    """The code ran but assigned no ``result``."""
+class NoResultError(SandboxError, NoResultFoundError):
+    """The code ran but assigned no ``result``: PandasAI's own ``NoResultFoundError``, same words."""
+
+    def __init__(self, message: str = NO_RESULT_MESSAGE) -> None:
+        super().__init__(message)
+
+
+class SandboxResultError(SandboxError, InvalidOutputValueMismatch):
+    """The code's ``result`` does not fit its declared type (the executor could not encode it).
+
+    PandasAI's own ``InvalidOutputValueMismatch``, which its ``ResponseParser`` raises for the
+    same code run locally: retried, then raised from ``chat()``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Invalid output: {message}")
+        self.error_message = message

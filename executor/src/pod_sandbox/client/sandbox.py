@@ -12,15 +12,18 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .. import wire
-from . import datasets
+from . import charts, datasets, output
 from .errors import (
     KubernetesAPIError,
     NoResultError,
+    PodTraceback,
     SandboxConnectionError,
     SandboxError,
     SandboxExecutionError,
     SandboxLostError,
     SandboxMemoryError,
+    SandboxProtocolError,
+    SandboxResultError,
     SandboxStartError,
     SandboxTimeoutError,
 )
@@ -65,24 +68,39 @@ def missing_query(response: Mapping[str, Any]) -> str | None:
     return query if isinstance(query, str) and query else None
 
 
+#: Error types the executor gives a ``result`` it cannot encode as its declared type.
+RESULT_ERROR = "ResultError"
+
+
 def raise_for_status(response: Mapping[str, Any]) -> None:
-    """Turn a non-ok execution into the matching exception, carrying the in-pod traceback."""
+    """Turn a non-ok execution into the exception local execution would raise in PandasAI.
+
+    A failed execution is a :class:`SandboxExecutionError` (PandasAI's ``CodeExecutionError``)
+    raised from a :class:`PodTraceback` holding the in-pod traceback; a result that does not fit
+    its type is a :class:`SandboxResultError` (PandasAI's ``InvalidOutputValueMismatch``).
+    """
     status = response["status"]
     if status == "ok":
         return
     error = response.get("error") or {}
+    error_type = error.get("type", "Error")
+    if status == "error" and error_type == RESULT_ERROR:
+        raise SandboxResultError(error.get("message", ""))
     cls = {
         "timeout": SandboxTimeoutError,
         "memory": SandboxMemoryError,
     }.get(status, SandboxExecutionError)
-    raise cls(
+    exc = cls(
         status,
-        error.get("type", "Error"),
+        error_type,
         error.get("message", ""),
         error.get("traceback", ""),
         response.get("stdout", ""),
         response.get("stderr", ""),
     )
+    if exc.traceback:
+        raise exc from PodTraceback(exc.traceback)
+    raise exc
 
 
 class _WarmPodFailed(SandboxStartError):
@@ -105,6 +123,13 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     Connection modes: ``auto`` (pod IP in a cluster, else port-forward), ``port-forward``,
     ``pod-ip``, and ``url`` (an executor already running at ``url``, e.g. a local one started
     with ``pod-sandbox-executor --claimable``; no pod is created).
+
+    Answers as local execution gives them: ``echo_output`` (default on) writes the code's
+    printed output and warnings to this process's ``sys.stdout``/``sys.stderr``;
+    ``save_charts`` (default on) writes a chart to the path PandasAI's code saved it to
+    (``exports/charts/temp_chart_<uuid>.png``) and answers that path (off: the PNG as a data
+    URI, nothing written on the host). Failures are PandasAI's own exceptions
+    (``CodeExecutionError``, ``NoResultFoundError``, ``InvalidOutputValueMismatch``).
     """
 
     def __init__(
@@ -125,6 +150,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         request_timeout_s: float = 30.0,
         max_output_bytes: int | None = None,
         max_sql_rounds: int = 8,
+        echo_output: bool = True,
+        save_charts: bool = True,
         kube: KubeApi | None = None,
     ) -> None:
         if _SandboxBase is not object:
@@ -149,6 +176,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         self.request_timeout_s = request_timeout_s
         self.max_output_bytes = max_output_bytes
         self.max_sql_rounds = max_sql_rounds
+        self.echo_output = echo_output
+        self.save_charts = save_charts
         self._kube = kube
         self._own_kube = kube is None
         self._session: Session | None = None
@@ -336,7 +365,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         return self._exec_code(code, environment)
 
     def _extract_sql_queries_from_code(self, code: str) -> list[str]:
-        return datasets.extract_sql_queries(code)
+        tree = datasets.parse(code)
+        return datasets.extract_sql_queries(tree) if tree is not None else []
 
     def _live(self) -> Session:
         if not self._started or self._session is None or self._session.closed:
@@ -347,16 +377,19 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     def _exec_code(self, code: str, environment: dict) -> dict:
         session = self._live()
         environment = environment or {}
-        self._refuse_host_skills(code, environment)
+        tree = datasets.parse(code)  # None when it does not parse: the pod reports the SyntaxError
+        if tree is not None:
+            self._refuse_host_skills(tree, environment)
         staged: dict[str, str] = {}
-        for query in self._extract_sql_queries_from_code(code):
+        for query in datasets.extract_sql_queries(tree) if tree is not None else ():
             staged[query] = self._stage_query(session, query, environment)
         request_id = secrets.token_hex(8)
-        for _ in range(self.max_sql_rounds + 1):
+        asked: str | None = None
+        for rounds in range(self.max_sql_rounds + 1):
             request = wire.ExecuteRequest(
                 code=code,
                 timeout_s=self.timeout_s,
-                max_output_bytes=self.max_output_bytes if self.max_output_bytes is not None else 65536,
+                max_output_bytes=self._output_cap(),
                 datasets=staged,
                 request_id=request_id,
             )
@@ -365,20 +398,55 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             if response["status"] == "killed":
                 self._raise_if_lost(session, "the execution was killed")
             asked = missing_query(response)
-            if asked is None or asked in staged:
+            if asked is None or asked in staged or rounds == self.max_sql_rounds:
                 break
             staged[asked] = self._stage_query(session, asked, environment)
+        # Only the last round ran the code to its end: its output is the whole output.
+        if self.echo_output:
+            output.echo(response, self._output_cap())
+        if asked is not None:
+            exc = self._sql_rounds_exceeded(response, asked, asked in staged)
+            raise exc from (PodTraceback(exc.traceback) if exc.traceback else None)
         raise_for_status(response)
-        result = wire.decode_result(response["result"])
+        try:
+            result = wire.decode_result(response["result"])
+        except Exception as exc:  # noqa: BLE001 - the wire's checks, and what pandas/pyarrow refuse
+            raise SandboxProtocolError(
+                f"execute: the executor's {response['result'].get('type')} result could not be "
+                f"decoded: {type(exc).__name__}: {exc}"
+            ) from exc
         if result["type"] == "none":
-            raise NoResultError(
-                "ok",
-                "NoResultFoundError",
-                "No result was returned from the code execution. Please return the result in "
-                "dictionary format, for example: result = {'type': ..., 'value': ...}",
-                stdout=response.get("stdout", ""),
-            )
+            raise NoResultError()
+        if result["type"] == "plot" and self.save_charts and tree is not None:
+            result = self._chart_on_host(result, tree)
         return result
+
+    def _output_cap(self) -> int:
+        return self.max_output_bytes if self.max_output_bytes is not None else 65536
+
+    def _sql_rounds_exceeded(self, response: Mapping[str, Any], query: str, staged: bool) -> SandboxExecutionError:
+        """The error for SQL built at run time that the re-execution rounds could not serve."""
+        error = response.get("error") or {}
+        if staged:
+            why = "the pod did not find the result staged for this query"
+        else:
+            why = (f"the code built more than {self.max_sql_rounds} SQL queries at run time "
+                   "(each one staged costs a run of the code from its start; max_sql_rounds)")
+        shown = query if len(query) <= 500 else query[:500] + f"... ({len(query)} characters)"
+        return SandboxExecutionError("error", "SQLNotStaged", f"{why}; the query: {shown}",
+                                     error.get("traceback", ""), response.get("stdout", ""),
+                                     response.get("stderr", ""))
+
+    def _chart_on_host(self, result: dict, tree: ast.AST) -> dict:
+        """Write the chart where local execution would have it and answer that path."""
+        path = charts.host_chart_path(tree)
+        if path is None:
+            return result
+        try:
+            return {"type": "plot", "value": charts.save_chart(result["value"], path)}
+        except OSError as exc:
+            log.warning("could not write the chart to %s (answering it as a data URI): %s", path, exc)
+            return result
 
     def transfer_file(self, csv_data: Any, filename: str = "file.csv") -> None:
         """Upload a DataFrame (by the name's extension: Parquet, or CSV for ``.csv``) or bytes."""
@@ -398,9 +466,9 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _refuse_host_skills(self, code: str, environment: Mapping[str, Any]) -> None:
+    def _refuse_host_skills(self, tree: ast.AST, environment: Mapping[str, Any]) -> None:
         skills = datasets.host_only_callables(dict(environment), POD_PROVIDED)
-        used = sorted(skills & datasets.called_names(code))
+        used = sorted(skills & datasets.called_names(tree))
         if used:
             raise SandboxExecutionError(
                 "refused",
@@ -417,7 +485,13 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
                 "refused", "SQLUnavailable",
                 "the code runs SQL but PandasAI's environment has no execute_sql_query callable",
             )
-        frame = runner(query)
+        try:
+            frame = runner(query)
+        except Exception as exc:  # noqa: BLE001 - the connector's own errors (DuckDB, SQL drivers)
+            # Locally this error is raised inside the code, a CodeExecutionError to PandasAI.
+            raise SandboxExecutionError(
+                "error", type(exc).__name__, f"the query failed on the host: {exc}"
+            ) from exc
         data = datasets.to_parquet(frame)
         name = datasets.dataset_file_name(query)
         digest = datasets.digest(data)
