@@ -17,9 +17,13 @@ port-forward made with the Python kubernetes client (``connection="pod-ip"`` or 
 ``"auto"`` inside a cluster uses the pod IP; ``connection="url"`` targets an executor you run
 yourself). A fresh token is handed over with ``POST /v1/claim``; ``stop()`` deletes the pod.
 SQL that the generated code passes to ``execute_sql_query`` runs on the host (PandasAI's own
-function) and its result travels to the pod as Parquet; results come back typed; errors are
-raised with the in-pod traceback (PandasAI retries on them). Leaked pods: ``activeDeadlineSeconds``
-from the template, and ``pod-sandbox-reaper`` / ``playbooks/reap.yml``.
+function) when it is one read-only query on the agent's tables (``sqlguard``), and its result
+travels to the pod as Parquet. Answers are what local execution gives: failures are PandasAI's
+own exceptions (``CodeExecutionError`` and family) carrying the in-pod traceback, so its retries
+and ``ErrorResponse`` work; prints and warnings are written to this process's stdout/stderr;
+charts are written where PandasAI's code saved them. Differences that remain are listed in this
+package's README.md. Leaked pods: ``activeDeadlineSeconds`` from the template, and
+``pod-sandbox-reaper`` / ``playbooks/reap.yml``.
 """
 
 from .errors import (
@@ -32,6 +36,8 @@ from .errors import (
     SandboxLostError,
     SandboxMemoryError,
     SandboxProtocolError,
+    SandboxQueryRefused,
+    SandboxResultError,
     SandboxStartError,
     SandboxTimeoutError,
 )
@@ -48,6 +54,8 @@ __all__ = [
     "SandboxLostError",
     "SandboxMemoryError",
     "SandboxProtocolError",
+    "SandboxQueryRefused",
+    "SandboxResultError",
     "SandboxStartError",
     "SandboxTimeoutError",
 ]

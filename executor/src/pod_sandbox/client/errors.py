@@ -6,6 +6,7 @@ from .pandasai_compat import (
     NO_RESULT_MESSAGE,
     CodeExecutionError,
     InvalidOutputValueMismatch,
+    MaliciousQueryError,
     NoResultFoundError,
 )
 
@@ -96,6 +97,21 @@ class SandboxExecutionError(SandboxError, CodeExecutionError):
         self.traceback = traceback_text
         self.stdout = stdout
         self.stderr = stderr
+
+
+class SandboxQueryRefused(SandboxExecutionError, MaliciousQueryError):
+    """The code asked for SQL the client will not run on the host (see ``pod_sandbox.client.sqlguard``).
+
+    A failed execution to PandasAI (retried, then its ``ErrorResponse``), and PandasAI's own
+    ``MaliciousQueryError``, the class its code cleaner raises for a query on a table it does
+    not know.
+    """
+
+    def __init__(self, query: str, reason: str) -> None:
+        shown = query if len(query) <= 300 else query[:300] + f"... ({len(query)} characters)"
+        super().__init__("refused", "SQLRefused", f"the pod sandbox does not run this query on the host: {reason}: {shown}")
+        self.query = query
+        self.reason = reason
 
 
 class SandboxTimeoutError(SandboxExecutionError):

@@ -3,7 +3,8 @@
 The client's execution errors subclass these, so PandasAI's Agent treats a failure in the pod
 exactly as one of local execution: ``CodeExecutionError`` is retried and then answered with
 PandasAI's ``ErrorResponse``; ``NoResultFoundError`` and ``InvalidOutputValueMismatch`` are
-retried and then raised from ``chat()``. Without PandasAI (the client used on its own) the
+retried and then raised from ``chat()``; ``MaliciousQueryError`` is PandasAI's word for a query
+on a table it does not know. Without PandasAI (the client used on its own) the
 stand-ins keep the same names and the same relations to ``Exception``.
 """
 
@@ -13,7 +14,12 @@ import os
 
 try:  # PandasAI is an optional extra of the client
     from pandasai.constants import DEFAULT_CHART_DIRECTORY
-    from pandasai.exceptions import CodeExecutionError, InvalidOutputValueMismatch, NoResultFoundError
+    from pandasai.exceptions import (
+        CodeExecutionError,
+        InvalidOutputValueMismatch,
+        MaliciousQueryError,
+        NoResultFoundError,
+    )
 
     HAVE_PANDASAI = True
 except ImportError:  # pragma: no cover - exercised when pandasai is absent
@@ -29,6 +35,9 @@ except ImportError:  # pragma: no cover - exercised when pandasai is absent
     class InvalidOutputValueMismatch(Exception):  # type: ignore[no-redef]
         """Stand-in for ``pandasai.exceptions.InvalidOutputValueMismatch``."""
 
+    class MaliciousQueryError(Exception):  # type: ignore[no-redef]
+        """Stand-in for ``pandasai.exceptions.MaliciousQueryError``."""
+
 
 #: What PandasAI's ``CodeExecutor`` raises when the code assigned no ``result`` (same words).
 NO_RESULT_MESSAGE = (
@@ -42,5 +51,6 @@ __all__ = [
     "NO_RESULT_MESSAGE",
     "CodeExecutionError",
     "InvalidOutputValueMismatch",
+    "MaliciousQueryError",
     "NoResultFoundError",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .. import wire
-from . import charts, datasets, output
+from . import charts, datasets, output, sqlguard
 from .errors import (
     KubernetesAPIError,
     NoResultError,
@@ -23,6 +23,7 @@ from .errors import (
     SandboxLostError,
     SandboxMemoryError,
     SandboxProtocolError,
+    SandboxQueryRefused,
     SandboxResultError,
     SandboxStartError,
     SandboxTimeoutError,
@@ -478,13 +479,19 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             )
 
     def _stage_query(self, session: Session, query: str, environment: Mapping[str, Any]) -> str:
-        """Run ``query`` on the host with PandasAI's ``execute_sql_query``; upload it as Parquet."""
+        """Run ``query`` on the host with PandasAI's ``execute_sql_query``; upload it as Parquet.
+
+        Only a query :mod:`.sqlguard` accepts runs: one read-only query on the agent's tables.
+        """
         runner = environment.get("execute_sql_query")
         if not callable(runner):
             raise SandboxExecutionError(
                 "refused", "SQLUnavailable",
                 "the code runs SQL but PandasAI's environment has no execute_sql_query callable",
             )
+        why = sqlguard.refusal(query, sqlguard.policy_for(runner))
+        if why is not None:
+            raise SandboxQueryRefused(query, why)
         try:
             frame = runner(query)
         except Exception as exc:  # noqa: BLE001 - the connector's own errors (DuckDB, SQL drivers)
