@@ -1,16 +1,24 @@
-"""Benchmark of the pod sandbox client: start() to the first successful execution, cold and warm.
+"""Benchmark of the pod sandbox client: session start, kept-alive executions, and PandasAI's chat.
 
 Prints, from one run, p50/p95 of:
   * baseline: ``kubectl create`` of the same sandbox pod and ``kubectl wait --for=condition=Ready``
     (no execution at all: what a user scripting kubectl would wait before being able to start);
   * cold: ``KubernetesSandbox.start()`` creating a new pod (image present) + first execution;
   * warm: ``start()`` claiming a Ready pod of the warm pool + first execution;
-  * kept-alive executions over the session's one port-forward.
+  * kept-alive executions over the session's one port-forward;
+  * chat: PandasAI 3.0.0's ``Agent.chat`` end to end with a fixed-code LLM on an open session,
+    against the same chat with local execution, interleaved (local, sandbox, sandbox, local, ...)
+    so both see the same machine load, and the overhead (per-pair difference). ``--profile``
+    adds where the sandbox chat's time goes (the client's steps, timed around its calls).
 Baseline and cold runs alternate so that both see the same machine load. Targets: cold p50 <= 3 s,
-warm p50 <= 150 ms.
+warm p50 <= 150 ms, chat overhead p50 <= 20 ms for a small query.
 
     python executor/bench/bench_client.py [--namespace pandasai-sandbox] [--kubeconfig PATH]
-        [--runs 10] [--kubectl PATH] [--json]
+        [--runs 10] [--kubectl PATH] [--only start|chat] [--chat-runs 200] [--profile]
+        [--url http://127.0.0.1:PORT] [--json]
+
+``--url`` runs the chat section against an executor you started (``pod-sandbox-executor
+--claimable``), without a cluster.
 """
 
 from __future__ import annotations
@@ -43,6 +51,13 @@ from pod_sandbox.client.template import (
 CACHE = "/var/cache/pandasai-pod-sandbox"
 BENCH_LABEL = "pandasai.io/bench"
 CODE = "result = {'type': 'number', 'value': 1 + 1}"
+#: The chat's small query, in the shape PandasAI's code generator emits; ``{n}`` makes every
+#: question's SQL new (as a user's next question is), or stays 0 for the same question again.
+CHAT_CODE = """
+sql_query = "SELECT region, SUM(units) AS units, AVG(revenue) AS revenue FROM sales WHERE units > {n} % 5 GROUP BY region ORDER BY region"
+df = execute_sql_query(sql_query)
+result = {{"type": "dataframe", "value": df}}
+"""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -150,8 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keepalive-runs", type=int, default=200, help="executions in one session [200]")
     p.add_argument("--kubectl", default=None, help="kubectl binary (default: the one built under /var/cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--only", choices=("start", "chat"), default=None,
+                   help="run only the session-start benchmarks or only the chat overhead")
+    p.add_argument("--chat-runs", type=int, default=200, help="interleaved chat pairs [200]")
+    p.add_argument("--profile", action="store_true", help="also time the client's steps of the sandbox chat")
+    p.add_argument("--url", default=None, help="chat against the executor at this URL (no cluster)")
     args = p.parse_args(argv)
+    if args.url or args.only == "chat":
+        return chat_main(args)
+    status = start_main(args)
+    if args.only is None:
+        status |= chat_main(args)
+    return status
 
+
+def start_main(args: argparse.Namespace) -> int:
+    """Session start, cold and warm, and kept-alive executions (the cluster's sandbox namespace)."""
     kube = KubeApi.from_kubeconfig(args.namespace, args.kubeconfig)
     launcher = PodLauncher(kube)
     kubectl = find_kubectl(args.kubectl)
@@ -235,6 +264,214 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.keepalive_runs} executions: {connections}")
     print(f"targets: cold p50 <= 3 s: {summary['targets']['cold_p50_le_3s']}; "
           f"warm p50 <= 150 ms: {summary['targets']['warm_p50_le_150ms']}")
+    return 0
+
+
+
+# -- PandasAI's chat, with and without the sandbox ---------------------------------------------------------
+
+
+def chat_frame() -> Any:
+    """1,000 orders in 4 regions: a small table, as most PandasAI questions are about."""
+    import numpy as np  # noqa: PLC0415
+    import pandas as pd  # noqa: PLC0415
+    import pandasai as pai  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "region": rng.choice(["north", "south", "east", "west"], 1000),
+        "units": rng.integers(1, 10, 1000),
+        "revenue": rng.normal(50, 10, 1000).round(2),
+    })
+    return pai.DataFrame(frame, _table_name="sales")
+
+
+def fixed_code_llm(template: str) -> Any:
+    """PandasAI's LLM base class answering with prepared code, as a chat model's Markdown block:
+    ``template`` with ``{n}`` set to the LLM's ``n`` (the benchmark sets it per question)."""
+    from pandasai.llm.base import LLM  # noqa: PLC0415
+
+    class FixedCodeLLM(LLM):
+        n = 0
+
+        @property
+        def type(self) -> str:
+            return "fixed-code"
+
+        def call(self, instruction: Any, context: Any = None) -> str:
+            return "```python\n" + template.format(n=self.n).strip() + "\n```"
+
+    return FixedCodeLLM()
+
+
+class StepTimer:
+    """Wall time of the client's steps inside ``sandbox.execute``, timed around its own calls."""
+
+    STEPS = (
+        ("parse", "pod_sandbox.client.datasets", "parse"),
+        ("host SQL (PandasAI's connector)", None, "runner"),
+        ("Parquet encode", "pod_sandbox.client.datasets", "to_parquet"),
+        ("content hash", "pod_sandbox.client.datasets", "digest"),
+        ("upload (PUT /v1/files)", "pod_sandbox.client.protocol", "ExecutorClient.put_file"),
+        ("execute round trip (POST /v1/execute)", "pod_sandbox.client.protocol", "ExecutorClient.execute"),
+        ("result decode", "pod_sandbox.wire", "decode_result"),
+        ("output echo", "pod_sandbox.client.output", "echo"),
+    )
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {name: [] for name, _, _ in self.STEPS}
+        self.server_ms: list[float] = []
+        self.execute_s: list[float] = []
+        self._undo: list[Callable[[], None]] = []
+
+    def _wrap(self, name: str, owner: Any, attr: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                self.times[name].append(time.perf_counter() - t0)
+
+        setattr(owner, attr, timed)
+        self._undo.append(lambda: setattr(owner, attr, original))
+
+    def __enter__(self) -> "StepTimer":
+        import importlib  # noqa: PLC0415
+
+        for name, module, attr in self.STEPS:
+            if module is None:
+                continue
+            owner: Any = importlib.import_module(module)
+            if "." in attr:
+                cls, attr = attr.split(".")
+                owner = getattr(owner, cls)
+            self._wrap(name, owner, attr)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+    def time_runner(self, environment: dict) -> dict:
+        """PandasAI's ``execute_sql_query`` in the environment, timed."""
+        runner = environment.get("execute_sql_query")
+        if callable(runner):
+            def timed(query: str) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return runner(query)
+                finally:
+                    self.times["host SQL (PandasAI's connector)"].append(time.perf_counter() - t0)
+            environment = dict(environment, execute_sql_query=timed)
+        return environment
+
+
+def chat_overhead(box: KubernetesSandbox, runs: int, profile: bool, vary: bool) -> dict[str, Any]:
+    """Interleaved ``Agent.chat`` pairs, local execution and the sandbox, on one open session.
+
+    ``vary``: every chat's SQL is new, so the sandbox stages a new query result each time (the
+    usual case: a user's next question); else the same question again (its result staged once)."""
+    import tempfile  # noqa: PLC0415
+
+    import pandas as pd  # noqa: PLC0415
+    import pandasai as pai  # noqa: PLC0415
+    from pandasai import Agent  # noqa: PLC0415
+
+    saved_cwd = os.getcwd()
+    saved_config = pai.config.get()
+    with tempfile.TemporaryDirectory(prefix="bench-chat-") as workdir:
+        os.chdir(workdir)  # PandasAI makes exports/charts in the working directory
+        try:
+            llm = fixed_code_llm(CHAT_CODE)
+            pai.config.set({"llm": llm, "save_logs": False, "verbose": False})
+            frame = chat_frame()
+            local, boxed = Agent(frame), Agent(frame, sandbox=box)
+            question = "Units and average revenue per region?"
+            for _ in range(10):  # untimed: imports, DuckDB, the staged query's upload, spares
+                local.chat(question)
+                boxed.chat(question)
+            pairs: list[tuple[float, float]] = []
+            for i in range(runs):
+                llm.n = i + 100 if vary else 0  # a question not asked before, or the same one
+                seconds, answers = {}, {}
+                for name, agent in ((("local", local), ("sandbox", boxed)) if i % 2 == 0
+                                    else (("sandbox", boxed), ("local", local))):
+                    t0 = time.perf_counter()
+                    answers[name] = agent.chat(question)
+                    seconds[name] = time.perf_counter() - t0
+                assert type(answers["sandbox"]).__name__ == "DataFrameResponse", answers["sandbox"]
+                pd.testing.assert_frame_equal(answers["sandbox"].value, answers["local"].value)
+                pairs.append((seconds["local"], seconds["sandbox"]))
+            steps: dict[str, Any] = {}
+            if profile:
+                timer = StepTimer()
+                execute = box.execute
+                with timer:
+                    def timed_execute(code: str, environment: dict) -> dict:
+                        t0 = time.perf_counter()
+                        try:
+                            return execute(code, timer.time_runner(environment))
+                        finally:
+                            timer.execute_s.append(time.perf_counter() - t0)
+                            if box.last_response:
+                                timer.server_ms.append(float(box.last_response.get("duration_ms", 0)))
+                    box.execute = timed_execute  # type: ignore[method-assign]
+                    try:
+                        for i in range(max(20, runs // 4)):
+                            llm.n = runs + 100 + i if vary else 0
+                            boxed.chat(question)
+                    finally:
+                        del box.execute
+                steps = {name: statistics.median(v) * 1000 for name, v in timer.times.items() if v}
+                steps["sandbox.execute in all"] = statistics.median(timer.execute_s) * 1000
+                steps["  of which the executor's own duration_ms"] = statistics.median(timer.server_ms)
+        finally:
+            os.chdir(saved_cwd)
+            pai.config._config = saved_config  # noqa: SLF001 - put back what was there
+    local_s = [a for a, _ in pairs]
+    sandbox_s = [b for _, b in pairs]
+    overhead = [b - a for a, b in pairs]
+    return {
+        "pairs": runs,
+        "new_sql_each_chat": vary,
+        "local_p50_ms": percentile(local_s, 50) * 1000,
+        "local_p95_ms": percentile(local_s, 95) * 1000,
+        "sandbox_p50_ms": percentile(sandbox_s, 50) * 1000,
+        "sandbox_p95_ms": percentile(sandbox_s, 95) * 1000,
+        "overhead_p50_ms": statistics.median(overhead) * 1000,
+        "overhead_p95_ms": percentile(overhead, 95) * 1000,
+        "target_overhead_p50_le_20ms": statistics.median(overhead) <= 0.020,
+        "steps_p50_ms": steps,
+    }
+
+
+def chat_main(args: argparse.Namespace) -> int:
+    """The chat overhead on an open session: a pod of the namespace, or the executor at --url."""
+    if args.url:
+        box = KubernetesSandbox(connection="url", url=args.url)
+        where = f"executor at {args.url}"
+    else:
+        box = KubernetesSandbox(args.namespace, kubeconfig=args.kubeconfig, warm_pool=False,
+                                connection="port-forward")
+        where = f"a pod of namespace {args.namespace} over a port-forward"
+    with box:
+        results = [chat_overhead(box, args.chat_runs, args.profile, vary) for vary in (True, False)]
+    if args.json:
+        print(json.dumps({"chat": results}, indent=2))
+        return 0
+    print(f"PandasAI Agent.chat, fixed-code LLM, small query, {args.chat_runs} interleaved pairs each, "
+          f"sandbox: {where} ({time.strftime('%Y-%m-%d %H:%M:%S')})")
+    for figures in results:
+        what = "a new query each chat" if figures["new_sql_each_chat"] else "the same query again"
+        print(f"  {what}:")
+        print(f"    local execution   p50 {figures['local_p50_ms']:7.1f} ms   p95 {figures['local_p95_ms']:7.1f} ms")
+        print(f"    KubernetesSandbox p50 {figures['sandbox_p50_ms']:7.1f} ms   p95 {figures['sandbox_p95_ms']:7.1f} ms")
+        print(f"    overhead (pairwise) p50 {figures['overhead_p50_ms']:5.1f} ms   p95 "
+              f"{figures['overhead_p95_ms']:5.1f} ms   target p50 <= 20 ms: {figures['target_overhead_p50_le_20ms']}")
+        for name, ms in figures["steps_p50_ms"].items():
+            print(f"      {name:44s} p50 {ms:7.2f} ms")
     return 0
 
 
