@@ -111,6 +111,13 @@ def cluster_namespace() -> str:
 
 
 @pytest.fixture(scope="session")
+def kubeconfig_path() -> str:
+    """The local cluster's kubeconfig as a fixture (tests never import a conftest by module name:
+    every conftest.py of a rootdir without packages is the module ``conftest``, the last loaded wins)."""
+    return cluster_kubeconfig()
+
+
+@pytest.fixture(scope="session")
 def admin_kube():
     """A KubeApi with the kubeconfig's (admin) identity; skips when no cluster is reachable."""
     from pod_sandbox.client.errors import KubernetesAPIError, SandboxError  # noqa: PLC0415

@@ -386,7 +386,7 @@ def test_warm_pool_replicaset_replaces_a_claimed_pod(make_sandbox, admin_kube):
         assert box.pod_name not in [m["metadata"]["name"] for m in members]
 
 
-def test_reaper_cli_deletes_leaked_and_finished_pods(admin_kube, session_ids):
+def test_reaper_cli_deletes_leaked_and_finished_pods(admin_kube, session_ids, kubeconfig_path):
     template = load_template(None, admin_kube)
     launcher = PodLauncher(admin_kube)
     leaked = session_pod(template, admin_kube.namespace, "reapertest", Owner.current())
@@ -394,13 +394,12 @@ def test_reaper_cli_deletes_leaked_and_finished_pods(admin_kube, session_ids):
     leaked["metadata"]["annotations"][CLAIMED_AT_ANNOTATION] = old
     fresh = session_pod(template, admin_kube.namespace, "reaperfresh", Owner.current())
     session_ids.update({"reapertest", "reaperfresh"})
-    leaked_pod = launcher.create(leaked)
-    fresh_pod = launcher.create(fresh)
-    from conftest import cluster_kubeconfig  # noqa: PLC0415
-
     base = [sys.executable, "-m", "pod_sandbox.client.reaper", "--namespace", admin_kube.namespace,
-            "--kubeconfig", cluster_kubeconfig(), "--ttl", "3600"]
+            "--kubeconfig", kubeconfig_path, "--ttl", "3600"]
+    leaked_pod = launcher.create(leaked)
+    fresh_pod: dict | None = None
     try:
+        fresh_pod = launcher.create(fresh)
         dry = subprocess.run(base + ["--dry-run"], capture_output=True, text=True, timeout=60)
         assert dry.returncode == 0, dry.stderr
         assert leaked_pod["metadata"]["name"] in dry.stdout and "would delete" in dry.stdout
@@ -412,15 +411,14 @@ def test_reaper_cli_deletes_leaked_and_finished_pods(admin_kube, session_ids):
         admin_kube.get_pod(fresh_pod["metadata"]["name"])  # younger than the TTL: kept
     finally:
         admin_kube.delete_pod(leaked_pod["metadata"]["name"])
-        admin_kube.delete_pod(fresh_pod["metadata"]["name"])
+        if fresh_pod is not None:
+            admin_kube.delete_pod(fresh_pod["metadata"]["name"])
 
 
-def test_check_cli_against_the_cluster(admin_kube):
-    from conftest import cluster_kubeconfig  # noqa: PLC0415
-
+def test_check_cli_against_the_cluster(admin_kube, kubeconfig_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pod_sandbox.client", "check", "--namespace", admin_kube.namespace,
-         "--kubeconfig", cluster_kubeconfig(), "--no-warm-pool"],
+         "--kubeconfig", kubeconfig_path, "--no-warm-pool"],
         capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -429,12 +427,10 @@ def test_check_cli_against_the_cluster(admin_kube):
     assert _gone(admin_kube, report["pod"])
 
 
-def test_a_forgotten_session_is_deleted_at_interpreter_exit(admin_kube, session_ids):
-    from conftest import cluster_kubeconfig  # noqa: PLC0415
-
+def test_a_forgotten_session_is_deleted_at_interpreter_exit(admin_kube, session_ids, kubeconfig_path):
     script = (
         "from pod_sandbox.client import KubernetesSandbox\n"
-        f"box = KubernetesSandbox({admin_kube.namespace!r}, kubeconfig={cluster_kubeconfig()!r}, warm_pool=False)\n"
+        f"box = KubernetesSandbox({admin_kube.namespace!r}, kubeconfig={kubeconfig_path!r}, warm_pool=False)\n"
         "box.start()\n"
         "print(box.pod_name, box.session_id, flush=True)\n"
         "# no stop(): the atexit finalizer must delete the pod\n"
