@@ -309,7 +309,9 @@ class StepTimer:
 
     STEPS = (
         ("parse", "pod_sandbox.client.datasets", "parse"),
-        ("host SQL (PandasAI's connector)", None, "runner"),
+        ("host SQL (PandasAI's connector)", "pandasai.agent.base", "Agent._execute_sql_query"),
+        ("SQL guard (sqlguard.Verdicts, cached)", "pod_sandbox.client.sqlguard", "Verdicts.refusal"),
+        ("  of which sqlglot's check (a new query)", "pod_sandbox.client.sqlguard", "refusal"),
         ("Parquet encode", "pod_sandbox.client.datasets", "to_parquet"),
         ("content hash", "pod_sandbox.client.datasets", "digest"),
         ("upload (PUT /v1/files)", "pod_sandbox.client.protocol", "ExecutorClient.put_file"),
@@ -341,8 +343,6 @@ class StepTimer:
         import importlib  # noqa: PLC0415
 
         for name, module, attr in self.STEPS:
-            if module is None:
-                continue
             owner: Any = importlib.import_module(module)
             if "." in attr:
                 cls, attr = attr.split(".")
@@ -353,19 +353,6 @@ class StepTimer:
     def __exit__(self, *exc: Any) -> None:
         for undo in reversed(self._undo):
             undo()
-
-    def time_runner(self, environment: dict) -> dict:
-        """PandasAI's ``execute_sql_query`` in the environment, timed."""
-        runner = environment.get("execute_sql_query")
-        if callable(runner):
-            def timed(query: str) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return runner(query)
-                finally:
-                    self.times["host SQL (PandasAI's connector)"].append(time.perf_counter() - t0)
-            environment = dict(environment, execute_sql_query=timed)
-        return environment
 
 
 def chat_overhead(box: KubernetesSandbox, runs: int, profile: bool, vary: bool) -> dict[str, Any]:
@@ -412,7 +399,7 @@ def chat_overhead(box: KubernetesSandbox, runs: int, profile: bool, vary: bool) 
                     def timed_execute(code: str, environment: dict) -> dict:
                         t0 = time.perf_counter()
                         try:
-                            return execute(code, timer.time_runner(environment))
+                            return execute(code, environment)
                         finally:
                             timer.execute_s.append(time.perf_counter() - t0)
                             if box.last_response:

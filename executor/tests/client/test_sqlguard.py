@@ -15,7 +15,8 @@ import pytest
 
 from pod_sandbox.client import KubernetesSandbox, SandboxQueryRefused
 from pod_sandbox.client.pandasai_compat import CodeExecutionError, MaliciousQueryError
-from pod_sandbox.client.sqlguard import Policy, policy_for, refusal
+from pod_sandbox.client import sqlguard
+from pod_sandbox.client.sqlguard import Policy, Verdicts, policy_for, refusal
 
 pai = pytest.importorskip("pandasai", reason="PandasAI is not installed (requirements/pandasai.txt)")
 
@@ -99,6 +100,38 @@ def test_each_class_of_attack_is_refused(query):
 def test_refused_without_knowing_the_tables_too(query):
     """Called directly with one's own execute_sql_query: the structural rules still hold."""
     assert refusal(query, Policy(tables=None))
+
+
+def test_the_sandboxs_verdicts_are_refusals_answers_checked_once_per_query_and_policy(monkeypatch):
+    checked: list[tuple[str, Policy]] = []
+    real = sqlguard.refusal
+
+    def counting(query: str, policy: Policy) -> str | None:
+        checked.append((query, policy))
+        return real(query, policy)
+
+    monkeypatch.setattr(sqlguard, "refusal", counting)
+    verdicts = Verdicts(size=4)
+    queries = ACCEPTED[:2] + list(REFUSED.values())[:2]
+    for _ in range(3):
+        for query in queries:
+            assert verdicts.refusal(query, AGENT) == real(query, AGENT)
+    assert len(checked) == len(queries)  # each asked three times, parsed once
+    # The policy is part of the key: the same text for an agent without that table is refused.
+    assert queries[0] == "SELECT * FROM sales"
+    other = Policy(tables=frozenset({"regions"}), dialect="duckdb")
+    assert verdicts.refusal(queries[0], AGENT) is None  # known: now the most recent
+    checked.clear()
+    assert verdicts.refusal(queries[0], other)
+    assert checked == [(queries[0], other)]
+    # Bounded: the least recently asked (queries[1]) went, and is checked again when asked again.
+    assert len(verdicts) == 4
+    checked.clear()
+    verdicts.refusal(queries[2], AGENT)
+    verdicts.refusal(queries[1], AGENT)
+    assert checked == [(queries[1], AGENT)]
+    with pytest.raises(ValueError, match="size"):
+        Verdicts(size=0)
 
 
 def test_the_policy_comes_from_pandasais_agent(tmp_path, monkeypatch):

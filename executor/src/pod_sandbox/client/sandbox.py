@@ -179,6 +179,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         self.max_sql_rounds = max_sql_rounds
         self.echo_output = echo_output
         self.save_charts = save_charts
+        self._verdicts = sqlguard.Verdicts()
         self._kube = kube
         self._own_kube = kube is None
         self._session: Session | None = None
@@ -489,7 +490,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
                 "refused", "SQLUnavailable",
                 "the code runs SQL but PandasAI's environment has no execute_sql_query callable",
             )
-        why = sqlguard.refusal(query, sqlguard.policy_for(runner))
+        why = self._verdicts.refusal(query, sqlguard.policy_for(runner))
         if why is not None:
             raise SandboxQueryRefused(query, why)
         try:

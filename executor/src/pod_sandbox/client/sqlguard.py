@@ -26,6 +26,7 @@ refused query raises :class:`~.errors.SandboxQueryRefused` naming the reason.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -91,6 +92,37 @@ def refusal(query: str, policy: Policy) -> str | None:
         if why:
             return why
     return None
+
+
+class Verdicts:
+    """:func:`refusal`'s answers for the last ``size`` (query, policy) pairs, for one sandbox.
+
+    The verdict is a pure function of the query's text and the policy (sqlglot's parse is
+    deterministic), so a question asked again is not parsed again: checking a small query costs
+    two sqlglot parses, a millisecond or more of every chat. The policy is part of the key: the
+    same text asked for an agent with other tables is checked afresh.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        if size < 1:
+            raise ValueError(f"Verdicts: size must be at least 1, got {size}")
+        self.size = size
+        self._known: OrderedDict[tuple[str, Policy], str | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def refusal(self, query: str, policy: Policy) -> str | None:
+        """Why ``query`` may not run on the host, or None when it may (as :func:`refusal`)."""
+        key = (query, policy)
+        if key in self._known:
+            self._known.move_to_end(key)
+            return self._known[key]
+        why = refusal(query, policy)
+        self._known[key] = why
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
+        return why
 
 
 def _statement_refusal(statements: list[Any], policy: Policy, exp: Any) -> str | None:
