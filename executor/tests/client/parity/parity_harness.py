@@ -98,6 +98,7 @@ class Outcome:
     sql_calls: list[str] = field(default_factory=list)
     pod_executions: int | None = None  # sandbox runs only: executions the executor counted
     sandbox_calls: int = 0  # sandbox runs only: codes PandasAI handed to sandbox.execute
+    sandbox_failures: list[str] = field(default_factory=list)  # what those attempts raised
     chart: tuple[tuple[int, int], str, bytes] | None = None  # (size, mode, pixels) of the chart file
     seconds: float = 0.0
 
@@ -197,8 +198,9 @@ def sql_recorder(calls: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def counting_calls(sandbox: Any, handed: list[str]) -> Iterator[None]:
-    """Record each code PandasAI hands to ``sandbox.execute`` (nothing to do without a sandbox)."""
+def counting_calls(sandbox: Any, handed: list[str], failures: list[str]) -> Iterator[None]:
+    """Record each code PandasAI hands to ``sandbox.execute``, and what each failed attempt raised
+    (PandasAI swallows it when it retries); nothing to do without a sandbox."""
     if sandbox is None:
         yield
         return
@@ -206,7 +208,11 @@ def counting_calls(sandbox: Any, handed: list[str]) -> Iterator[None]:
 
     def execute(code: str, environment: dict) -> dict:
         handed.append(code)
-        return original(code, environment)
+        try:
+            return original(code, environment)
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+            raise
 
     sandbox.execute = execute
     try:
@@ -272,11 +278,13 @@ def run(program: Program, frames: Callable[[tuple[str, ...]], list[Any]], workdi
         sql: list[str] = []
         executions_before = executions_so_far(sandbox) if sandbox is not None else 0
         handed: list[str] = []
+        failures: list[str] = []
         t0 = time.perf_counter()
-        with counting_calls(sandbox, handed):
+        with counting_calls(sandbox, handed, failures):
             outcome = _chat(program, dfs, llm, sandbox, sql)
         outcome.seconds = time.perf_counter() - t0
         outcome.sandbox_calls = len(handed)
+        outcome.sandbox_failures = failures
         outcome.llm_calls = llm.calls
         outcome.sql_calls = sql
         if sandbox is not None:
@@ -421,7 +429,8 @@ def differences(local: Outcome, boxed: Outcome) -> list[Difference]:
         else:
             differ("stderr", f"{local.stderr[-400:]!r} locally, {boxed.stderr[-400:]!r} in the sandbox")
     if local.llm_calls != boxed.llm_calls:
-        differ("retries", f"the LLM was asked {local.llm_calls} times locally, {boxed.llm_calls} with the sandbox")
+        differ("retries", f"the LLM was asked {local.llm_calls} times locally, {boxed.llm_calls} with the "
+                          f"sandbox; its attempts raised {boxed.sandbox_failures}")
     if local.sql_calls != boxed.sql_calls:  # each call of execute_sql_query runs its query once, in order
         differ("sql-calls", f"{local.sql_calls} locally, {boxed.sql_calls} in the sandbox")
     if boxed.pod_executions is not None and boxed.pod_executions != boxed.sandbox_calls:
