@@ -61,3 +61,20 @@ def test_tarball_carries_roles_playbooks_and_executor(tarball: Path) -> None:
 
 def test_tarball_size_is_sane(tarball: Path) -> None:
     assert tarball.stat().st_size < 20 * 1024 * 1024, f"{tarball.stat().st_size} bytes: something large slipped in"
+
+
+def test_one_licence_and_one_ansible_requirement() -> None:
+    """galaxy.yml, the executor's pyproject and LICENSE name one licence; the README asks the
+    ansible-core that meta/runtime.yml requires."""
+    import re
+    import tomllib
+
+    galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((REPO / "executor" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert galaxy["license"] == [pyproject["project"]["license"]] == ["Apache-2.0"]
+    assert "Apache License" in (REPO / "LICENSE").read_text(encoding="utf-8")[:200]
+    runtime = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text(encoding="utf-8"))
+    wanted = re.fullmatch(r">=(\d+\.\d+)\.\d+", runtime["requires_ansible"])
+    assert wanted, runtime["requires_ansible"]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"ansible-core {wanted.group(1)} or newer" in " ".join(readme.split())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Content hash of a Docker build: the files the build context sends plus the extra inputs.
 
 Usage: context_hash.py CONTEXT_DIR [--dockerfile PATH] [--input KEY=VALUE ...] [--exclude PATTERN ...]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the Debian mirror this machine's apt sources use for a suite (for debootstrap).
 
 Usage: debian_mirror.py SUITE [--default URL] [--sources-dir DIR]
