@@ -92,10 +92,93 @@ def _denied_write(body: dict[str, Any], _server: ExecutorProcess) -> None:
     assert "Permission denied" in body["error"]["message"] or "Read-only file system" in body["error"]["message"]
 
 
+#: Each case below returns "none" when every attempt failed, else names what got through.
+#: Raw syscalls, x86_64 numbers (the suite's host), so that no libc wrapper decides.
+_SYSCALL = ("import ctypes, errno, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "libc.syscall.restype = ctypes.c_long\ngot = []\n"
+            "def call(what, nr, *args):\n"
+            "    rc = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])\n"
+            "    if rc == 0 and what.startswith('fork'):\n        os._exit(0)  # only a new process sees 0\n"
+            "    if rc >= 0:\n        got.append(what)\n"
+            "def done():\n    return {'type': 'string', 'value': ','.join(got) or 'none'}\n")
+#: fork 57, vfork 58, clone 56 (with an exit signal, CLONE_PARENT, CLONE_VM|CLONE_VFORK), clone3
+#: 435, posix_spawn and subprocess.
+PROCESS_CREATION = _SYSCALL + (
+    "SIGCHLD, SIGKILL = 17, 9\n"
+    "CLONE_VM, CLONE_VFORK, CLONE_PARENT = 0x100, 0x4000, 0x8000\n"
+    "call('fork', 57)\ncall('fork-vfork', 58)\n"
+    "for name, flags in (('plain', SIGCHLD), ('exit-signal-kill', SIGKILL), ('parent', CLONE_PARENT | SIGKILL),\n"
+    "                    ('vm-vfork', CLONE_VM | CLONE_VFORK | SIGCHLD)):\n"
+    "    call('fork-clone-' + name, 56, flags, 0, 0, 0, 0)\n"
+    "args = (ctypes.c_uint64 * 11)(0, 0, 0, 0, SIGCHLD, 0, 0, 0, 0, 0, 0)\n"
+    "call('fork-clone3', 435, ctypes.addressof(args), 88)\n"
+    "for how in ('posix_spawn', 'subprocess'):\n    try:\n"
+    "        if how == 'posix_spawn':\n            os.posix_spawn('/bin/true', ['true'], {})\n"
+    "        else:\n            __import__('subprocess').run(['/bin/true'])\n        got.append(how)\n"
+    "    except OSError:\n        pass\nresult = done()\n")
+#: unshare 272 and clone 56 with each namespace flag (alone and with CLONE_THREAD).
+NAMESPACES = _SYSCALL + (
+    "NS = {'user': 0x10000000, 'mnt': 0x20000, 'pid': 0x20000000, 'net': 0x40000000, 'ipc': 0x8000000,\n"
+    "      'uts': 0x4000000, 'cgroup': 0x2000000}\n"
+    "for name, flag in NS.items():\n    call('unshare-' + name, 272, flag)\n"
+    "    call('fork-clone-' + name, 56, flag | 17, 0, 0, 0, 0)\n"
+    "    call('fork-clone-thread-' + name, 56, flag | 0x10000 | 0x800 | 0x100, 0, 0, 0, 0)\n"
+    "call('unshare-time', 272, 0x80)\nresult = done()\n")
+#: Every other task id in /proc (every thread of the server's processes included), with every
+#: signal syscall: kill 62 (pid, -pgid, bare thread ids), tkill 200, rt_sigqueueinfo 129,
+#: tgkill 234, rt_tgsigqueueinfo 297, pidfd_open 434, pidfd_send_signal 424 (signal 0: probes).
+SIGNAL_EVERY_TASK = _SYSCALL + (
+    "me = os.getpid()\nsiginfo = (ctypes.c_int * 32)(0, 0, -1)\n"
+    "for p in os.listdir('/proc'):\n    if not p.isdigit() or int(p) == me:\n        continue\n"
+    "    try:\n        tids = [int(t) for t in os.listdir(f'/proc/{p}/task')]\n    except OSError:\n        continue\n"
+    "    pid = int(p)\n    for target in [pid, -pid, *tids]:\n"
+    "        call(f'kill {target}', 62, target, 0)\n        call(f'tkill {target}', 200, target, 0)\n"
+    "        call(f'rt_sigqueueinfo {target}', 129, target, 0, ctypes.addressof(siginfo))\n"
+    "    for tid in tids:\n        call(f'tgkill {pid}/{tid}', 234, pid, tid, 0)\n"
+    "        call(f'rt_tgsigqueueinfo {pid}/{tid}', 297, pid, tid, 0, ctypes.addressof(siginfo))\n"
+    "    call(f'pidfd_open {pid}', 434, pid, 0)\n"
+    "call('kill -1', 62, -1, 0)\ncall('pidfd_send_signal', 424, 0, 0, 0, 0)\nresult = done()\n")
+#: The kernel sending a signal later on the caller's behalf: fcntl 72 (fd owners, F_SETSIG,
+#: O_ASYNC, leases), ioctl 16 (FIOSETOWN, SIOCSPGRP, FIOASYNC, terminal groups and input).
+SIGNALS_ARMED = _SYSCALL + (
+    "import fcntl, socket\nzygote = os.getppid()\nr, w = os.pipe()\na, b = socket.socketpair()\n"
+    "f = open('leased', 'w')\n"
+    "for name, fd, cmd, arg in (('F_SETOWN', r, 8, zygote), ('F_SETOWN-self', r, 8, os.getpid()),\n"
+    "                           ('F_SETOWN_EX', r, 15, 0), ('F_SETSIG', r, 10, 9), ('F_SETSIG-0', a.fileno(), 10, 0),\n"
+    "                           ('F_SETLEASE', f.fileno(), 1024, 1), ('O_ASYNC', w, 4, 0o20000 | os.O_NONBLOCK)):\n"
+    "    call('fcntl ' + name, 72, fd, cmd, arg)\n"
+    "pid = ctypes.c_int(zygote)\n"
+    "for name, req in (('FIOSETOWN', 0x8901), ('SIOCSPGRP', 0x8902), ('FIOASYNC', 0x5452), ('TIOCSPGRP', 0x5410),\n"
+    "                  ('TIOCSCTTY', 0x540E), ('TIOCSTI', 0x5412)):\n"
+    "    call('ioctl ' + name, 16, a.fileno(), req, ctypes.addressof(pid))\n"
+    "fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)  # plain flags still work\nresult = done()\n")
+#: shmget 29, msgget 68, semget 64, mq_open 240: objects that would outlive the execution.
+IPC = _SYSCALL + (
+    "call('shmget', 29, 0, 4096, 0o1600)\ncall('msgget', 68, 0, 0o1600)\ncall('semget', 64, 0, 1, 0o1600)\n"
+    "name = ctypes.create_string_buffer(b'q')\ncall('mq_open', 240, ctypes.addressof(name), 0o100 | 2, 0o600, 0)\n"
+    "result = done()\n")
+
+
 CONNECT = "import socket\ns = socket.socket({family})\n"
 CASES = [
-    Case("fork_bomb", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-         "timeout", {"timeout_s": 3}),
+    # User code creates no process (threads only): nothing outlives it, writes on its pipes,
+    # escapes its group, adds to its memory or sends an exit signal to a server process.
+    Case("fork_bomb", "import os\nwhile True:\n    os.fork()", "error", {"timeout_s": 3}, _err("PermissionError")),
+    Case("fork_bomb_then_result", "import os\npids = []\nfor _ in range(500):\n    try:\n        pid = os.fork()\n"
+         "    except OSError:\n        break\n    if pid == 0:\n        import time; time.sleep(60)\n    pids.append(pid)\n"
+         "result = {'type': 'number', 'value': len(pids)}", "ok", None, _value(0)),
+    Case("process_creation_every_way", PROCESS_CREATION, "ok", None, _value("none")),
+    Case("threads_still_work", "import threading\nout = []\nts = [threading.Thread(target=out.append, args=(i,)) "
+         "for i in range(8)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+         "result = {'type': 'number', 'value': sum(out)}", "ok", None, _value(28)),
+    Case("namespaces_every_way", NAMESPACES, "ok", None, _value("none")),
+    Case("signal_every_other_task", SIGNAL_EVERY_TASK, "ok", None, _value("none")),
+    Case("signals_armed_through_fds", SIGNALS_ARMED, "ok", None, _value("none")),
+    Case("sysv_ipc_and_mqueues", IPC, "ok", None, _value("none")),
+    Case("own_signals_still_work", "import os, signal, threading\nhits = []\n"
+         "signal.signal(signal.SIGUSR1, lambda *a: hits.append(1))\nos.kill(os.getpid(), signal.SIGUSR1)\n"
+         "os.killpg(0, signal.SIGUSR1)\nsignal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)\n"
+         "signal.raise_signal(signal.SIGUSR1)\nresult = {'type': 'number', 'value': len(hits)}", "ok", None, _value(4)),
     Case("memory_bomb_one_block", "x = bytearray(8 * 1024**3)", "memory", None, _err("MemoryError")),
     Case("memory_bomb_gradual", "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024**2))", "memory"),
     Case("memory_bomb_numpy", "a = np.ones((40000, 40000))", "memory"),
@@ -161,10 +244,10 @@ CASES = [
     Case("kill_every_process", "import os\nos.kill(-1, 9)", "error", None, _err("PermissionError")),
     Case("killpg_server_group", "import os\nos.killpg(os.getpgid(os.getppid()), 9)", "error", None,
          _err("PermissionError")),
-    Case("kill_spare_siblings", "import os, signal\nn = 0\nfor p in os.listdir('/proc'):\n    if p.isdigit() and "
+    Case("kill_spare_siblings_none_reached", "import os, signal\nn = 0\nfor p in os.listdir('/proc'):\n    if p.isdigit() and "
          "int(p) != os.getpid():\n        try:\n            if int(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1]"
          ".split()[1]) == os.getppid():\n                os.kill(int(p), 9); n += 1\n        except OSError:\n"
-            "            pass\nresult = {'type': 'number', 'value': n}", "ok"),
+            "            pass\nresult = {'type': 'number', 'value': n}", "ok", None, _value(0)),
     Case("escape_process_group", "import os\nos.setsid()", "error", None, _err("PermissionError")),
     # The server's processes share the uid: their limits and priority are out of reach anyway.
     Case("prlimit_server_processes", PARENTS + "import resource\ndenied = 0\nfor pid in (zygote, forkserver, http):\n"
@@ -180,7 +263,8 @@ CASES = [
     Case("own_limits_and_priority_still_work", "import os, resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
          "before = os.nice(0)\nresult = {'type': 'number', 'value': os.nice(1) - before}", "ok", None, _value(1)),
     Case("daemon_grandchild_keeps_pipes", "import os, time\nif os.fork() == 0:\n    if os.fork() == 0:\n"
-         "        time.sleep(300)\n    os._exit(0)\nresult = {'type': 'number', 'value': 3}", "ok", None, _value(3)),
+         "        time.sleep(300)\n    os._exit(0)\nresult = {'type': 'number', 'value': 3}", "error", None,
+         _err("PermissionError")),
     Case("os_exit_zero", "import os\nos._exit(0)", "error", None, _err("ExitedWithoutResult")),
     Case("os_exit_nonzero", "import os\nos._exit(3)", "error", None, _err("ExitedWithoutResult")),
     Case("sys_exit", "import sys\nsys.exit(0)", "error", None, _err("SystemExit")),
