@@ -363,7 +363,9 @@ class Zygote:
                 return
             message, _fds = received
             op = message["op"]
-            if op == "spawn":
+            if op == "ping":  # the fork-server's check that this loop turns
+                self.send({"op": "pong"})
+            elif op == "spawn":
                 self.pending_forks += max(0, int(message.get("n", 0)))
             elif op == "cache":
                 names = [n for n in message.get("names", []) if isinstance(n, str)]
@@ -459,12 +461,13 @@ class Zygote:
         self.remove_scratch()
 
 
-def start_zygote(config: Config, protected_pids: tuple[int, ...], inherited: list[socket.socket]
-                 ) -> tuple[int, socket.socket]:
+def start_zygote(config: Config, protected_pids: tuple[int, ...], inherited: list[socket.socket],
+                 heartbeat: Any = None) -> tuple[int, socket.socket]:
     """Fork the zygote from the (warm, single-threaded) fork-server; return its pid and channel.
 
     ``inherited`` are the fork-server's sockets: the zygote detaches and closes them (and every
-    other fd but stdio), so it never holds the HTTP process's channels.
+    other fd but stdio), so it never holds the HTTP process's channels; it unmaps the
+    fork-server's ``heartbeat`` page (:class:`.liveness.Heartbeat`), so no spare has it.
     """
     ours, theirs = handoff.channel_pair()
     sys.stdout.flush()
@@ -478,6 +481,8 @@ def start_zygote(config: Config, protected_pids: tuple[int, ...], inherited: lis
             for sock in (*inherited, ours):
                 sock.detach()  # the fd numbers are closed below; the objects must not close them later
             child.close_fds_except({0, 1, 2, theirs.fileno()})
+            if heartbeat is not None:
+                heartbeat.close()
             zygote = Zygote(config, theirs, protected_pids)
             zygote.setup(parent)
             zygote.serve()
