@@ -416,3 +416,53 @@ def test_concurrent_flood(hostile_server: ExecutorProcess) -> None:
     assert not poller.failures and poller.worst_s < 2.0
     assert elapsed < 30
     assert hostile_server.wait_no_leftovers() == []
+
+
+#: What an execution sees of the places every process of the pod may write.
+LOOK = ("import os, json\nroot = os.path.dirname(os.getcwd())\n"
+        "def tree(p):\n    out = []\n    for d, ds, fs in os.walk(p):\n"
+        "        out += [os.path.relpath(os.path.join(d, n), p) for n in ds + fs]\n    return sorted(out)\n"
+        "seen = {'cwd': tree('.'), 'tmp': sorted(os.listdir('/tmp')), 'shm': sorted(os.listdir('/dev/shm')),\n"
+        "        'scratch_root': sorted(n for n in os.listdir(root) if not (n.startswith('x-') and len(n) == 34))}\n"
+        "result = {'type': 'string', 'value': json.dumps(seen)}\n")
+#: Plant files, symlinks to an uploaded file and taken permissions everywhere it can write.
+PLANT = ("import os\nroot = os.path.dirname(os.getcwd())\nvictim = os.path.join(DATA_DIR, 'victim.csv')\n"
+         "for d in ('/tmp', '/dev/shm', root, *[os.path.join(root, n) for n in os.listdir(root)]):\n"
+         "    if os.path.samefile(d, '.'):\n        continue\n    try:\n"
+         "        open(os.path.join(d, 'planted.txt'), 'w').write('from an earlier execution')\n"
+         "        os.symlink(victim, os.path.join(d, 'out.csv'))\n"
+         "        os.symlink(victim, os.path.join(d, 'exports-link'))\n"
+         "        os.mkfifo(os.path.join(d, 'fifo'))\n"
+         "    except OSError:\n        pass\n"
+         "    if d.startswith(root + '/'):\n        os.chmod(d, 0)\n"
+         "result = {'type': 'number', 'value': 1}\n")
+#: The next execution writes where a planted symlink would have pointed at the upload.
+WRITE = ("for p in ('out.csv', '/tmp/out.csv', 'exports/charts/x.png'):\n    open(p, 'w').write('overwritten')\n"
+         "result = {'type': 'number', 'value': 2}\n")
+
+
+def _look(server: ExecutorProcess) -> dict[str, Any]:
+    body = server.run(LOOK)
+    assert body["status"] == "ok", body
+    return json.loads(body["result"]["value"])
+
+
+def test_an_execution_leaves_nothing_for_the_next(hostile_server: ExecutorProcess) -> None:
+    """Files, symlinks to an upload, FIFOs and taken permissions, planted by one execution in
+    /tmp, /dev/shm, the scratch root and every spare's scratch directory: the next execution
+    sees an empty working directory and /tmp and /dev/shm as before, and the upload is intact."""
+    r = hostile_server.request("PUT", "/v1/files/victim.csv", b"a,b\n1,2\n")
+    assert r.status == 201, r.body
+    try:
+        before = _look(hostile_server)
+        assert before["cwd"] == ["exports", "exports/charts", "victim.csv"], before  # the upload, linked
+        for _ in range(3):  # every spare that existed during the planting gets a job in turn
+            assert hostile_server.run(PLANT)["status"] == "ok"
+            after = _look(hostile_server)
+            assert after == before, (before, after)
+            body = hostile_server.run(WRITE)
+            assert body["status"] == "ok", body
+        r = hostile_server.request("GET", "/v1/files/victim.csv")
+        assert r.status == 200 and r.body == b"a,b\n1,2\n", r.body[:100]
+    finally:
+        hostile_server.request("DELETE", "/v1/files/victim.csv")

@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import datacache, framing, handoff, heapfile, isolation, liveness, zygote
+from . import cleanslate, datacache, framing, handoff, heapfile, isolation, liveness, zygote
 from .config import Config
 from .datacache import Signature
 
@@ -169,6 +169,7 @@ class ForkServer:
         self.baseline_vm = 0
         self.memory_limit_bytes = config.limits.memory_limit_bytes
         self.heartbeat = heartbeat
+        self.shared_before: dict[str, set[str]] = {}  # cleanslate.snapshot, before any user code
         self.zygote_heard = 0.0  # when the zygote last sent anything
         self.zygote_started = 0.0
         self.zygote_answered = False  # the current zygote has sent something since it started
@@ -222,6 +223,7 @@ class ForkServer:
             log.info("fork-server: an execution may allocate %d MB (--memory-mb %d; the pod's "
                      "memory cgroup leaves less)", self.memory_limit_bytes >> 20,
                      self.limits.memory_limit_bytes >> 20)
+        self.shared_before = cleanslate.snapshot(self.protected_pids[0], self.config.scratch_root)
         self.start_zygote()
 
     def _on_term(self, *_: Any) -> None:
@@ -231,7 +233,8 @@ class ForkServer:
     def start_zygote(self) -> None:
         """Fork the zygote (the only fork this process makes, at start and after a zygote death)."""
         inherited = [*self.channels, self.wake_r, self.wake_w]
-        self.zygote_pid, sock = zygote.start_zygote(self.config, self.protected_pids, inherited, self.heartbeat)
+        self.zygote_pid, sock = zygote.start_zygote(self.config, self.protected_pids, inherited, self.heartbeat,
+                                                        self.shared_before)
         self.zygote_started = self.zygote_heard = time.monotonic()
         self.zygote_answered = False
         self.ping_sent = 0.0
