@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from podlike import memory_events
 from server_process import SECRET_ENV_VALUE, ExecutorProcess, HealthPoller
 
 from pod_sandbox.executor import isolation
@@ -466,3 +467,35 @@ def test_an_execution_leaves_nothing_for_the_next(hostile_server: ExecutorProces
         assert r.status == 200 and r.body == b"a,b\n1,2\n", r.body[:100]
     finally:
         hostile_server.request("DELETE", "/v1/files/victim.csv")
+
+
+def test_memory_bombs_at_once_never_take_a_server_process(hostile_server: ExecutorProcess) -> None:
+    """One execution per slot, each filling resident memory up to its own limit: together they
+    ask more than the pod's memory limit. Each meets MemoryError or the OOM killer, which takes
+    user code (oom_score_adj), never the HTTP process or the fork-server; executions go on."""
+    slots = hostile_server.limits_info["slots"]
+    before = {role: [p.pid for p in ps] for role, ps in hostile_server.roles().items() if role in ("http", "forkserver")}
+    code = "blocks = []\nwhile True:\n    blocks.append(b'x' * (32 << 20))"
+    bodies: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        body = hostile_server.run(code, timeout_s=60)
+        with lock:
+            bodies.append(body)
+
+    with HealthPoller(hostile_server) as poller:
+        threads = [threading.Thread(target=one) for _ in range(slots)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert len(bodies) == slots, bodies
+    print("memory bombs at once:", [b["status"] for b in bodies], "pod memory events:",
+          memory_events(hostile_server.cgroups) if getattr(hostile_server, "cgroups", None) else None)
+    assert all(b["status"] in ("memory", "killed") for b in bodies), [b["status"] for b in bodies]
+    after = {role: [p.pid for p in ps] for role, ps in hostile_server.roles().items() if role in ("http", "forkserver")}
+    assert after == before
+    assert not poller.failures, poller.failures
+    assert hostile_server.run("result = {'type': 'number', 'value': 5}")["result"]["value"] == 5
+    assert hostile_server.wait_no_leftovers() == []
