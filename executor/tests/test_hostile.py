@@ -269,6 +269,12 @@ CASES = [
     Case("os_exit_zero", "import os\nos._exit(0)", "error", None, _err("ExitedWithoutResult")),
     Case("os_exit_nonzero", "import os\nos._exit(3)", "error", None, _err("ExitedWithoutResult")),
     Case("sys_exit", "import sys\nsys.exit(0)", "error", None, _err("SystemExit")),
+    # One result frame, whatever the code leaves for the interpreter's exit: the child ends in
+    # os._exit right after writing it (no atexit, no epilogue run twice).
+    Case("atexit_handler_raises", "import atexit, sys\natexit.register(lambda: 1 / 0)\n"
+         "atexit.register(sys.exit, 3)\nresult = {'type': 'number', 'value': 7}", "ok", None, _value(7)),
+    Case("sys_exit_in_a_thread_after_result", "import sys, threading\nresult = {'type': 'number', 'value': 8}\n"
+         "threading.Thread(target=sys.exit, args=(4,)).start()", "ok", None, _value(8)),
     Case("sigkill_self", "import os\nos.kill(os.getpid(), 9)", "killed"),
     Case("ctypes_segfault", "import ctypes\nctypes.string_at(0)", "killed", None,
          lambda b, s: "SIGSEGV" in b["error"]["message"]),
