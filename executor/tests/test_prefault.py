@@ -202,7 +202,7 @@ def test_a_non_dumpable_probe_confines_itself_then_reports_what_it_learned(tmp_p
     from pod_sandbox import wire  # noqa: F401
     from pod_sandbox.executor import child, framing, isolation, prewarm  # noqa: F401
 
-    program = isolation.compile_seccomp(())
+    layers = isolation.compile_seccomp_layers(())
     limits = isolation.ChildLimits(cpu_seconds=5, address_space_bytes=isolation.address_space_bytes() + (1 << 30),
                                    max_processes=1024, max_file_bytes=0, max_open_files=64)
     parent = os.getpid()
@@ -213,7 +213,8 @@ def test_a_non_dumpable_probe_confines_itself_then_reports_what_it_learned(tmp_p
             os.setgid(SANDBOX_UID)
             os.setuid(SANDBOX_UID)
         isolation.make_undumpable()
-        prefault.probe_main(report_fd, parent, {}, str(tmp_path), program, limits)
+        isolation.load_seccomp(layers.base)  # the zygote's layer, which a probe inherits
+        prefault.probe_main(report_fd, parent, {}, str(tmp_path), layers.sessions, limits)
         import socket
 
         with pytest.raises(PermissionError):  # the seccomp filter is loaded

@@ -125,7 +125,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
 
     @app.get("/health")
     def health() -> Any:
-        if not runner.alive:
+        if not runner.responsive:
             return json_response(503, {"status": "unavailable"})
         return json_response(200, {"status": "ok"})
 
@@ -136,6 +136,8 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             reasons.append("fork-server not running")
         elif not runner.warm.is_set():
             reasons.append("warming up")
+        else:
+            reasons.extend(runner.problems())
         if state.draining:
             reasons.append("draining")
         if not workspace.writable():

@@ -18,7 +18,7 @@ import traceback
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import wire
-from . import framing, isolation
+from . import cleanslate, framing, isolation
 from . import prefault as _prefault
 from . import prewarm as _prewarm
 
@@ -116,6 +116,7 @@ def spare_main(
     set_up: bool = False,
     prewarm: bool = False,
     prefault_ranges: Sequence[tuple[int, int]] = (),
+    shared_before: Mapping[str, set[str]] | None = None,
 ) -> None:
     """Entry point right after fork(); never returns.
 
@@ -165,7 +166,7 @@ def spare_main(
             os._exit(0)
         os.close(job_fd)
         job = json.loads(frame)
-        payload = run_job(job, datasets_cache, data_dir, scratch)
+        payload = run_job(job, datasets_cache, data_dir, scratch, shared_before or {})
     except BaseException:  # noqa: BLE001 - the job itself is wrapped; this is our own bug
         os.write(2, traceback.format_exc().encode()[-4000:])
         os._exit(EXIT_CRASHED)
@@ -300,9 +301,17 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
     }
 
 
-def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scratch: str) -> bytes:
-    """Run one job's code in this process; return the result message (JSON bytes)."""
+def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scratch: str,
+            shared_before: Mapping[str, set[str]] | None = None) -> bytes:
+    """Run one job's code in this process; return the result message (JSON bytes).
+
+    First the clean slate (:mod:`.cleanslate`): its scratch directory as made, whatever another
+    execution planted there while this spare waited, and the pod's shared directories as the
+    fork-server found them (``shared_before``; the zygote sweeps them after each exit too, but
+    a job may start before that sweep has run)."""
     isolation.apply_rlimits(isolation.ChildLimits(**job["limits"]))
+    cleanslate.fresh_scratch(scratch)
+    cleanslate.sweep_shared(shared_before or {}, os.path.dirname(scratch))
     _link_data(scratch, data_dir)
     namespace = build_namespace(job.get("datasets") or {}, cache, data_dir)
     status, error, result = "ok", None, None

@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import datacache, framing, handoff, heapfile, isolation, zygote
+from . import cleanslate, datacache, framing, handoff, heapfile, isolation, liveness, zygote
 from .config import Config
 from .datacache import Signature
 
@@ -46,6 +46,14 @@ ZYGOTE_SEND_TIMEOUT_S = 5.0
 #: More zygote deaths than this within the window and the fork-server gives up (HTTP -> 503).
 ZYGOTE_MAX_DEATHS = 5
 ZYGOTE_DEATH_WINDOW_S = 60.0
+#: A zygote silent this long is asked for a sign of life (any message counts).
+ZYGOTE_PING_S = 0.5
+#: ... and reported as not answering (``/ready`` 503) after this long.
+ZYGOTE_SILENT_S = 1.0
+#: ... and replaced after this long: while it loads datasets, while it starts, otherwise.
+ZYGOTE_LOAD_GRACE_S = 120.0
+ZYGOTE_START_GRACE_S = 30.0
+ZYGOTE_SILENT_KILL_S = 10.0
 #: Never a file signature: marks a dataset the zygote has not checked yet.
 UNCHECKED: Signature = (-1, -1, -1)
 
@@ -135,7 +143,8 @@ def preload() -> dict[str, str]:
 class ForkServer:
     """The event loop: channels from the HTTP process, the zygote's channel, child pipes, deadlines."""
 
-    def __init__(self, config: Config, channels: list[socket.socket], protected_pids: tuple[int, ...]) -> None:
+    def __init__(self, config: Config, channels: list[socket.socket], protected_pids: tuple[int, ...],
+                 heartbeat: liveness.Heartbeat | None = None) -> None:
         self.config = config
         self.limits = config.limits
         self.channels = channels
@@ -158,6 +167,15 @@ class ForkServer:
         self.spawn_retry_at = 0.0
         self.stopping = False
         self.baseline_vm = 0
+        self.memory_limit_bytes = config.limits.memory_limit_bytes
+        self.heartbeat = heartbeat
+        self.shared_before: dict[str, set[str]] = {}  # cleanslate.snapshot, before any user code
+        self.zygote_heard = 0.0  # when the zygote last sent anything
+        self.zygote_started = 0.0
+        self.zygote_answered = False  # the current zygote has sent something since it started
+        self.zygote_checked = 0.0
+        self.ping_sent = 0.0
+        self.gave_up = False
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -200,6 +218,12 @@ class ForkServer:
             log.warning("fork-server: the warm stack stays in anonymous memory (%s); every fork "
                         "copies its page tables", moved)
         self.baseline_vm = isolation.address_space_bytes()
+        self.memory_limit_bytes = isolation.execution_memory_bytes(self.limits.memory_limit_bytes)
+        if self.memory_limit_bytes < self.limits.memory_limit_bytes:
+            log.info("fork-server: an execution may allocate %d MB (--memory-mb %d; the pod's "
+                     "memory cgroup leaves less)", self.memory_limit_bytes >> 20,
+                     self.limits.memory_limit_bytes >> 20)
+        self.shared_before = cleanslate.snapshot(self.protected_pids[0], self.config.scratch_root)
         self.start_zygote()
 
     def _on_term(self, *_: Any) -> None:
@@ -209,7 +233,11 @@ class ForkServer:
     def start_zygote(self) -> None:
         """Fork the zygote (the only fork this process makes, at start and after a zygote death)."""
         inherited = [*self.channels, self.wake_r, self.wake_w]
-        self.zygote_pid, sock = zygote.start_zygote(self.config, self.protected_pids, inherited)
+        self.zygote_pid, sock = zygote.start_zygote(self.config, self.protected_pids, inherited, self.heartbeat,
+                                                        self.shared_before)
+        self.zygote_started = self.zygote_heard = time.monotonic()
+        self.zygote_answered = False
+        self.ping_sent = 0.0
         sock.setblocking(False)
         self.zygote_sock = sock
         self.sel.register(sock, selectors.EVENT_READ, ("zygote", None))
@@ -273,7 +301,7 @@ class ForkServer:
         if len(self.zygote_deaths) > ZYGOTE_MAX_DEATHS:
             log.error("the zygote died %d times in %.0f s: giving up", len(self.zygote_deaths),
                       ZYGOTE_DEATH_WINDOW_S)
-            self.stopping = True
+            self.stopping = self.gave_up = True
             return
         self.sweep_scratch()
         self.start_zygote()
@@ -305,7 +333,11 @@ class ForkServer:
                 self.zygote_lost()
                 return
             message, fds = received
+            self.zygote_heard = time.monotonic()
+            self.zygote_answered = True
             op = message["op"]
+            if op == "pong":
+                continue
             if op == "spare":
                 self.requested = max(0, self.requested - 1)
                 job_w, result_r, out_r, err_r = fds
@@ -401,10 +433,11 @@ class ForkServer:
             pass
 
     def take_spare(self) -> Spare | None:
-        """A spare of the current dataset generation, if one is ready."""
+        """A spare of the current dataset generation that is not stopped, if one is ready (a
+        stopped spare would cost its job the whole timeout: it is discarded instead)."""
         while self.spares:
             spare = self.spares.pop(0)
-            if spare.generation == self.generation:
+            if spare.generation == self.generation and not liveness.stopped(spare.pid):
                 return spare
             self.discard_spare(spare)
         return None
@@ -474,7 +507,7 @@ class ForkServer:
         limits = isolation.ChildLimits.for_timeout(
             timeout_s,
             baseline_vm=self.baseline_vm,
-            memory_limit_bytes=self.limits.memory_limit_bytes,
+            memory_limit_bytes=self.memory_limit_bytes,
             max_processes=self.limits.max_processes,
             max_file_bytes=self.limits.max_file_bytes,
             max_open_files=self.limits.max_open_files,
@@ -633,7 +666,43 @@ class ForkServer:
             waits.append(self.spawn_retry_at - now)
         if self.stopping:
             waits.append(0.05)
-        return max(0.0, min(waits)) if waits else None
+        waits.append(liveness.BEAT_S)  # the heartbeat, and a look at the zygote
+        return max(0.0, min(waits))
+
+    def zygote_state(self, now: float) -> int:
+        """What the heartbeat says of the zygote: replaced when it is stopped or silent too long
+        (it was asked for a sign of life meanwhile)."""
+        if self.gave_up:
+            return liveness.ZYGOTE_GONE
+        if self.zygote_sock is None:
+            return liveness.ZYGOTE_STARTING
+        if now - self.zygote_checked >= liveness.BEAT_S:
+            self.zygote_checked = now
+            if liveness.stopped(self.zygote_pid):
+                log.error("the zygote (pid %d) is stopped: replacing it", self.zygote_pid)
+                self.kill_zygote()
+                return liveness.ZYGOTE_STARTING
+        quiet = now - self.zygote_heard
+        if quiet > ZYGOTE_PING_S and self.ping_sent <= self.zygote_heard:
+            self.ping_sent = now
+            self.to_zygote({"op": "ping"})
+        if not self.zygote_answered:
+            grace = ZYGOTE_START_GRACE_S
+        else:
+            grace = ZYGOTE_LOAD_GRACE_S if self.asking else ZYGOTE_SILENT_KILL_S
+        if quiet > grace:
+            log.error("the zygote (pid %d) sent nothing for %.0f s: replacing it", self.zygote_pid, quiet)
+            self.kill_zygote()
+            return liveness.ZYGOTE_STARTING
+        if not self.zygote_answered:
+            return liveness.ZYGOTE_STARTING
+        return liveness.ZYGOTE_SILENT if quiet > ZYGOTE_SILENT_S else liveness.ZYGOTE_OK
+
+    def tick(self, now: float) -> None:
+        """Once per turn of the loop: the zygote's state, then the heartbeat the HTTP process reads."""
+        state = self.zygote_state(now)
+        if self.heartbeat is not None:
+            self.heartbeat.beat(state)
 
     def serve(self) -> None:
         """Run until SIGTERM or the HTTP process goes away; kill everything on the way out."""
@@ -663,6 +732,7 @@ class ForkServer:
             self.check_deadlines(time.monotonic())
             self.finish_ready_jobs()
             self.dispatch()
+            self.tick(time.monotonic())
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -699,15 +769,17 @@ class ForkServer:
 
 @dataclass
 class ForkServerHandle:
-    """What the HTTP process keeps: the fork-server's pid and one channel per slot."""
+    """What the HTTP process keeps: the fork-server's pid, one channel per slot, its heartbeat."""
 
     pid: int
     channels: list[socket.socket]
+    heartbeat: liveness.Heartbeat | None = None
 
 
 def start_fork_server(config: Config) -> ForkServerHandle:
     """Fork the fork-server. Call before starting any thread and before reading the token."""
     pairs = [socket.socketpair() for _ in range(config.limits.slots)]
+    heartbeat = liveness.Heartbeat()
     sys.stdout.flush()
     sys.stderr.flush()
     parent_pid = os.getpid()
@@ -717,7 +789,7 @@ def start_fork_server(config: Config) -> ForkServerHandle:
         try:
             for ours, _theirs in pairs:
                 ours.close()
-            server = ForkServer(config, [theirs for _ours, theirs in pairs], (parent_pid, os.getpid()))
+            server = ForkServer(config, [theirs for _ours, theirs in pairs], (parent_pid, os.getpid()), heartbeat)
             server.setup()
             server.serve()
         except BaseException:  # noqa: BLE001 - log and exit non-zero; the HTTP side notices
@@ -728,4 +800,4 @@ def start_fork_server(config: Config) -> ForkServerHandle:
             os._exit(code)
     for _ours, theirs in pairs:
         theirs.close()
-    return ForkServerHandle(pid=pid, channels=[ours for ours, _theirs in pairs])
+    return ForkServerHandle(pid=pid, channels=[ours for ours, _theirs in pairs], heartbeat=heartbeat)

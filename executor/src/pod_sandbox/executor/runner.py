@@ -150,6 +150,35 @@ class Runner:
                 self._free.append(slot)
             self._idle.notify_all()
 
+    def _recover(self, slot: int) -> None:
+        """A slot whose answer did not come in time (a fork-server that was stopped or stuck):
+        read and drop that answer whenever it comes, then the slot is free again. A slot whose
+        channel breaks (the fork-server is gone) stays out; ``alive`` tells that anyway."""
+        chan = self.handle.channels[slot]
+        try:
+            chan.settimeout(None)
+            frames = [framing.recv_frame(chan) for _ in range(4)]
+        except (OSError, framing.FrameError) as exc:
+            log.error("slot %d is lost: %s", slot, exc)
+            return
+        if any(f is None for f in frames):
+            return
+        log.warning("slot %d: a late answer arrived and was dropped; the slot is free again", slot)
+        with self._lock:
+            self._free.append(slot)
+            self._idle.notify_all()
+
+    def problems(self) -> list[str]:
+        """Why executions cannot run now, from the fork-server's heartbeat (``/ready``)."""
+        beat = self.handle.heartbeat
+        return beat.problems() if beat is not None else []
+
+    @property
+    def responsive(self) -> bool:
+        """False once the fork-server has not turned for :data:`.liveness.DEAD_S` (``/health``)."""
+        beat = self.handle.heartbeat
+        return self.alive and (beat is None or not beat.dead())
+
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no execution runs (draining); False on timeout."""
         deadline = time.monotonic() + timeout_s
@@ -181,6 +210,9 @@ class Runner:
             header = json.loads(header_raw)  # type: ignore[arg-type]
             healthy = True
         except (OSError, framing.FrameError) as exc:
+            if isinstance(exc, TimeoutError):  # the answer may still come: take the slot back then
+                threading.Thread(target=self._recover, args=(slot,), name=f"slot-{slot}-recover",
+                                 daemon=True).start()
             raise SandboxUnavailable(f"slot {slot}: {exc}") from exc
         finally:
             self._release(slot, healthy)

@@ -7,7 +7,7 @@
  * resets the zygote's signal handlers; becomes a session leader; arms PDEATHSIG (and checks
  * the parent did not die before that); puts /dev/null on fd 0, the stdout/stderr pipes on 1
  * and 2, the job and result pipes on 3 and 4 (close-on-exec); closes every other fd; attaches
- * the seccomp layer `filter` (raw BPF, as isolation.load_seccomp does); makes the scratch
+ * the seccomp layer `filter` (raw BPF, bound to its own pid, as isolation.load_seccomp does); makes the scratch
  * directory (0700) with exports/charts in it and enters it. A failure there writes one line
  * to fd 2 and _exit()s with `failed_code`.
  * Called through ctypes.PyDLL with the GIL held, by a single-threaded process, like fork().
@@ -50,6 +50,19 @@ static void die(const char *step, int failed_code) {
     _exit(failed_code);
 }
 
+/* The session layer names the spare's own pid by this placeholder (isolation.OWN_PID_PLACEHOLDER):
+ * the spare writes its pid (and -pid) there in its own copy before attaching it. */
+#define OWN_PID_PLACEHOLDER 0x7ABCDE01u
+
+static void bind_own_pid(struct sock_filter *prog, long count) {
+    __u32 pid = (__u32)getpid();
+    for (long i = 0; i < count; i++) {
+        if (BPF_CLASS(prog[i].code) == BPF_RET) continue;
+        if (prog[i].k == OWN_PID_PLACEHOLDER) prog[i].k = pid;
+        else if (prog[i].k == (__u32)0 - OWN_PID_PLACEHOLDER) prog[i].k = (__u32)0 - pid;
+    }
+}
+
 static void close_from(int low) {
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, (unsigned)low, ~0U, 0) == 0) return;
@@ -89,6 +102,7 @@ static void child_setup(int job_r, int result_w, int out_w, int err_w, const cha
     close_from(RESULT_FD + 1);
     if (filter_len > 0) {
         struct sock_fprog prog = {(unsigned short)(filter_len / 8), (struct sock_filter *)filter};
+        bind_own_pid(prog.filter, filter_len / 8);  /* this process's copy of the zygote's buffer */
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("PR_SET_NO_NEW_PRIVS", failed_code);
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) die("seccomp", failed_code);
     }

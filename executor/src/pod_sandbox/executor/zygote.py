@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import child, fastfork, handoff, heapfile, isolation, prefault, seeding, spawn
+from . import cleanslate, child, fastfork, handoff, heapfile, isolation, prefault, seeding, spawn
 from .config import Config
 from .datacache import DatasetCache
 
@@ -73,10 +73,12 @@ class ProbeRun:
 class Zygote:
     """The zygote's event loop: requests from the fork-server, SIGCHLD, spare forking."""
 
-    def __init__(self, config: Config, sock: socket.socket, protected_pids: tuple[int, ...]) -> None:
+    def __init__(self, config: Config, sock: socket.socket, protected_pids: tuple[int, ...],
+                 shared_before: dict[str, set[str]] | None = None) -> None:
         self.config = config
         self.sock = sock
         self.protected_pids = protected_pids
+        self.shared_before = shared_before or {}
         self.cache = DatasetCache(config.data_dir, config.dataset_cache_bytes)
         self.children: dict[int, str] = {}      # pid -> scratch directory
         self.to_remove: list[str] = []
@@ -98,6 +100,10 @@ class Zygote:
 
     def setup(self, parent_pid: int) -> None:
         """Confine the zygote, compile the children's seccomp filter, install signal handling."""
+        try:  # before any child exists: it turns dumpable for the write
+            isolation.raise_oom_score_adj()
+        except OSError as exc:
+            log.warning("zygote: cannot raise its oom_score_adj (%s)", exc)
         isolation.make_undumpable()
         isolation.become_subreaper()  # orphans of user code come here to be reaped
         isolation.die_with_parent()
@@ -177,7 +183,8 @@ class Zygote:
                 child.spare_main(job_r, result_w, out_w, err_w, self.session_filter,
                                  self.cache.view, self.config.data_dir, scratch, self.scratch_variables,
                                  parent_pid=parent, set_up=set_up,
-                                 prewarm=self.config.prewarm, prefault_ranges=self.prefault_ranges)
+                                 prewarm=self.config.prewarm, prefault_ranges=self.prefault_ranges,
+                                 shared_before=self.shared_before)
             finally:
                 os._exit(child.EXIT_CRASHED)
         self.children[pid] = scratch
@@ -359,7 +366,9 @@ class Zygote:
                 return
             message, _fds = received
             op = message["op"]
-            if op == "spawn":
+            if op == "ping":  # the fork-server's check that this loop turns
+                self.send({"op": "pong"})
+            elif op == "spawn":
                 self.pending_forks += max(0, int(message.get("n", 0)))
             elif op == "cache":
                 names = [n for n in message.get("names", []) if isinstance(n, str)]
@@ -394,10 +403,12 @@ class Zygote:
             self.send({"op": "exit", "pid": pid, "status": status, "maxrss_kb": rusage.ru_maxrss})
 
     def remove_scratch(self) -> None:
-        """Remove the scratch directories of children that are gone."""
+        """Remove the scratch directories of children that are gone, and whatever they left in
+        the pod's shared directories (:func:`.cleanslate.sweep`)."""
         for path in self.to_remove:
             shutil.rmtree(path, ignore_errors=True)
         self.to_remove.clear()
+        cleanslate.sweep(self.shared_before, self.config.scratch_root, set(self.children.values()))
 
     # -- loop --------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -455,12 +466,15 @@ class Zygote:
         self.remove_scratch()
 
 
-def start_zygote(config: Config, protected_pids: tuple[int, ...], inherited: list[socket.socket]
+def start_zygote(config: Config, protected_pids: tuple[int, ...], inherited: list[socket.socket],
+                 heartbeat: Any = None, shared_before: dict[str, set[str]] | None = None
                  ) -> tuple[int, socket.socket]:
     """Fork the zygote from the (warm, single-threaded) fork-server; return its pid and channel.
 
     ``inherited`` are the fork-server's sockets: the zygote detaches and closes them (and every
-    other fd but stdio), so it never holds the HTTP process's channels.
+    other fd but stdio), so it never holds the HTTP process's channels; it unmaps the
+    fork-server's ``heartbeat`` page (:class:`.liveness.Heartbeat`), so no spare has it.
+    ``shared_before``: what :func:`.cleanslate.snapshot` saw before any user code ran.
     """
     ours, theirs = handoff.channel_pair()
     sys.stdout.flush()
@@ -474,7 +488,9 @@ def start_zygote(config: Config, protected_pids: tuple[int, ...], inherited: lis
             for sock in (*inherited, ours):
                 sock.detach()  # the fd numbers are closed below; the objects must not close them later
             child.close_fds_except({0, 1, 2, theirs.fileno()})
-            zygote = Zygote(config, theirs, protected_pids)
+            if heartbeat is not None:
+                heartbeat.close()
+            zygote = Zygote(config, theirs, protected_pids, shared_before or {})
             zygote.setup(parent)
             zygote.serve()
         except BaseException:  # noqa: BLE001 - log and exit non-zero; the fork-server notices
