@@ -100,7 +100,7 @@ def test_workspace_caps_and_atomic_put(tmp_path):
     assert [f.name for f in ws.list()] == ["a.csv"]
     assert os.listdir(ws.data_dir) == ["a.csv"]
     with pytest.raises(wire.WireError):
-        ws.path("../x")
+        ws.open("../x")
 
 
 def test_framing_roundtrip():

@@ -85,7 +85,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
 
     def authenticated(fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not tokens.check(bottle.request.get_header("Authorization")):
+            if not tokens.check(bottle.request.environ.get("HTTP_AUTHORIZATION")):
                 metrics.rejected.labels(reason="unauthorized").inc()
                 why = "claim the sandbox first (POST /v1/claim)" if not tokens.claimed else \
                     "missing or invalid bearer token"
@@ -112,7 +112,9 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         return data
 
     def read_json(limit: int) -> Any:
-        ctype = (bottle.request.content_type or "").split(";")[0].strip().lower()
+        # From the WSGI environ (latin-1 text), not bottle's header view, which decodes UTF-8
+        # and raises on other bytes: every header the app reads is read this way.
+        ctype = (bottle.request.environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
         if ctype != JSON_TYPE:
             raise error_response(415, "Content-Type", f"must be {JSON_TYPE}")
         body = read_body(limit)
@@ -122,6 +124,8 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             raise error_response(400, "body", "is not UTF-8") from None
         except (json.JSONDecodeError, RecursionError) as exc:
             raise error_response(400, "body", f"is not valid JSON: {exc}") from None
+        except ValueError as exc:  # an integer of more digits than int() converts (4,300)
+            raise error_response(400, "body", f"has a number out of range: {exc}") from None
 
     @app.get("/health")
     def health() -> Any:

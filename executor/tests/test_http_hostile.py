@@ -1,0 +1,112 @@
+"""HTTP clients and user code against the HTTP process: planted workspace files, malformed
+requests that must be 4xx (never 500), the token file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from server_process import ExecutorProcess, HealthPoller
+
+#: What user code can put under a name in the data directory, as the server's uid.
+PLANTED = {
+    "symlink_dev_zero": "os.symlink('/dev/zero', p)",
+    "symlink_dev_urandom": "os.symlink('/dev/urandom', p)",
+    "symlink_to_fifo": "os.mkfifo(p + '.fifo'); os.symlink(p + '.fifo', p)",
+    "symlink_to_proc": "os.symlink('/proc/self/environ', p)",
+    "fifo": "os.mkfifo(p)",
+    "directory": "os.mkdir(p)",
+    "hard_link": "open(p + '.src', 'w').write('a\\n1\\n'); os.link(p + '.src', p)",
+    "unix_socket": "import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind(p)",
+}
+
+
+def _raw(server: ExecutorProcess, data: bytes, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """Send raw bytes on a new connection; the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+            if b"content-length:" in head.lower():
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(body) >= length:
+                    break
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.mark.parametrize("kind", sorted(PLANTED))
+def test_download_serves_regular_files_only(hostile_server: ExecutorProcess, kind: str) -> None:
+    name = f"planted-{kind}.csv"
+    code = (f"import os\np = os.path.join(DATA_DIR, {name!r})\n"
+            f"try:\n    os.unlink(p)\nexcept FileNotFoundError:\n    pass\n{PLANTED[kind]}\n"
+            "result = {'type': 'string', 'value': 'planted'}")
+    body = hostile_server.run(code)
+    if body["status"] != "ok":
+        pytest.skip(f"user code cannot plant a {kind} here: {body['error']['message']}")
+    with HealthPoller(hostile_server) as poller:
+        t0 = time.monotonic()
+        r = hostile_server.request("GET", f"/v1/files/{name}")
+        took = time.monotonic() - t0
+        assert r.status == 404, (r.status, r.body[:200])
+        error = r.json()["error"]
+        assert error["field"] == "name" and name in error["message"]
+        listed = [f["name"] for f in hostile_server.request("GET", "/v1/files").json()["files"]]
+        assert name not in listed
+    assert not poller.failures and took < 5, (poller.failures, took)
+    hostile_server.request("DELETE", f"/v1/files/{name}")
+
+
+BAD_BYTES = [
+    ("non_utf8_authorization", b"GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\x80\r\n\r\n", 401),
+    ("non_utf8_authorization_scheme", b"GET /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: \xc3\x28 x\r\n\r\n", 401),
+    ("non_utf8_content_type", b"POST /v1/claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/\xff\r\n"
+                              b"Content-Length: 2\r\n\r\n{}", 415),
+    ("non_utf8_path", b"GET /v1/files/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", None),
+    ("non_utf8_percent_path", b"GET /v1/files/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n", None),
+    ("trailing_newline_name", b"PUT /v1/files/a.csv%0A HTTP/1.1\r\nHost: x\r\nAUTH\r\nContent-Length: 1\r\n\r\nx", 400),
+    ("trailing_crlf_name", b"PUT /v1/files/a.csv%0D%0A HTTP/1.1\r\nHost: x\r\nAUTH\r\nContent-Length: 1\r\n\r\nx", 400),
+]
+
+
+@pytest.mark.parametrize("data,status", [b[1:] for b in BAD_BYTES], ids=[b[0] for b in BAD_BYTES])
+def test_malformed_requests_are_4xx_not_500(hostile_server: ExecutorProcess, data: bytes, status: int | None) -> None:
+    data = data.replace(b"AUTH", f"Authorization: Bearer {hostile_server.token}".encode())
+    got, body = _raw(hostile_server, data)
+    if status is None:
+        assert 400 <= got < 500, (got, body[:300])
+    else:
+        assert got == status, (got, body[:300])
+    assert b"internal error" not in body
+
+
+@pytest.mark.parametrize("where", ["timeout_s", "max_output_bytes", "code_list", "datasets_value", "request_id"])
+def test_huge_json_integers_are_400(hostile_server: ExecutorProcess, where: str) -> None:
+    big = "9" * 5000
+    bodies = {
+        "timeout_s": f'{{"code": "x = 1", "timeout_s": {big}}}',
+        "max_output_bytes": f'{{"code": "x = 1", "max_output_bytes": -{big}}}',
+        "code_list": f'{{"code": [{big}]}}',
+        "datasets_value": f'{{"code": "x = 1", "datasets": {{"q": {big}}}}}',
+        "request_id": f'{{"code": "x = 1", "request_id": {big}}}',
+    }
+    r = hostile_server.request("POST", "/v1/execute", bodies[where], {"Content-Type": "application/json"})
+    assert r.status == 400, (r.status, r.body[:300])
+    assert r.json()["error"]["field"] == "body"
+
+
+def test_no_500_in_the_server_log_after_the_malformed_requests(hostile_server: ExecutorProcess) -> None:
+    for _name, data, _status in BAD_BYTES:
+        _raw(hostile_server, data.replace(b"AUTH", f"Authorization: Bearer {hostile_server.token}".encode()))
+    assert "internal error" not in hostile_server.log()
+    assert json.loads(hostile_server.request("GET", "/health").body) == {"status": "ok"}
+    assert not os.path.exists(os.path.join(hostile_server.root, "workspace", "data", "a.csv\n"))
