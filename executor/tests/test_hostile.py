@@ -128,8 +128,9 @@ CASES = [
          _err("PermissionError")),
     Case("proc_mem_of_zygote", "import os\nopen(f'/proc/{os.getppid()}/mem', 'rb').read(10)", "error", None,
          _err("PermissionError")),
-    Case("read_token_file", "result = {'type': 'string', 'value': open(TOKEN_FILE).read()}", "error", None,
-         _all(_err("PermissionError"), _no_secrets)),
+    Case("read_token_file", "import os\ntry:\n    os.chmod(TOKEN_FILE, 0o600)\nexcept OSError:\n    pass\n"
+         "result = {'type': 'string', 'value': open(TOKEN_FILE).read()}", "error", None,
+         _all(_err("FileNotFoundError"), _no_secrets)),
     Case("env_has_no_secrets", "import os\nresult = {'type': 'string', 'value': repr(dict(os.environ))}", "ok",
          None, _no_secrets),
     Case("env_is_exactly_the_scrubbed_one", "import os, json\nresult = {'type': 'string', 'value': "
