@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from server_process import ExecutorProcess, sandbox_uid_tasks, start_executor  # noqa: E402
+from podlike import podlike_supported, start_podlike  # noqa: E402
+from server_process import ExecutorProcess, start_executor  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -25,14 +26,13 @@ def server() -> Iterator[ExecutorProcess]:
 
 @pytest.fixture(scope="session")
 def hostile_server() -> Iterator[ExecutorProcess]:
-    """An executor with tight limits for the hostile-code suite."""
-    proc = start_executor(
-        "--slots", "2", "--timeout", "5", "--max-timeout", "30", "--memory-mb", "512",
-        "--max-output-bytes", str(64 * 1024), "--max-result-bytes", str(8 * MIB),
-        # RLIMIT_NPROC counts the uid's tasks host-wide (e.g. sandbox pods of a running local
-        # cluster): give user code 48 on top of what exists now.
-        "--max-processes", str(sandbox_uid_tasks() + 48), "--max-code-bytes", str(256 * 1024), "--max-body-bytes", str(512 * 1024),
-        "--max-upload-bytes", str(4 * MIB), "--max-file-bytes", str(64 * MIB), "--max-open-files", "128",
-    )
+    """The executor as a sandbox pod runs it, for the hostile-code suite: the pod template's
+    arguments and the shipped defaults, inside the pod's memory, CPU, pids and volume limits,
+    read-only root, its uid (:mod:`podlike`). ``limits`` is what ``GET /v1/info`` reports."""
+    why = podlike_supported()
+    if why:
+        pytest.skip(f"pod-like executor: {why}")
+    proc = start_podlike()
+    proc.limits_info = proc.request("GET", "/v1/info").json()["limits"]
     yield proc
     proc.stop()

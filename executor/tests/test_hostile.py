@@ -6,15 +6,18 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from server_process import SECRET_ENV_VALUE, ExecutorProcess, HealthPoller
 
 from pod_sandbox.executor import isolation
+from pod_sandbox.executor.config import Limits
 
 MIB = 1024 * 1024
+#: The server under test runs the shipped defaults (``conftest.hostile_server``).
+DEFAULTS = Limits()
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -71,9 +74,9 @@ def _all(*checks: Callable[[dict[str, Any], ExecutorProcess], None]) -> Callable
     return check
 
 
-def _stdout_capped(body: dict[str, Any], _server: ExecutorProcess) -> None:
+def _stdout_capped(body: dict[str, Any], server: ExecutorProcess) -> None:
     assert body["stdout_truncated"] is True
-    assert len(body["stdout"].encode()) <= 64 * 1024
+    assert len(body["stdout"].encode()) <= server.limits_info["max_output_bytes"]
 
 
 def _value(expected: Any) -> Callable[[dict[str, Any], ExecutorProcess], None]:
@@ -83,14 +86,16 @@ def _value(expected: Any) -> Callable[[dict[str, Any], ExecutorProcess], None]:
     return check
 
 
+def _denied_write(body: dict[str, Any], _server: ExecutorProcess) -> None:
+    """Permission denied, or the read-only root filesystem's EROFS (an OSError)."""
+    assert body["error"]["type"] in ("PermissionError", "OSError"), body["error"]
+    assert "Permission denied" in body["error"]["message"] or "Read-only file system" in body["error"]["message"]
+
+
 CONNECT = "import socket\ns = socket.socket({family})\n"
 CASES = [
     Case("fork_bomb", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
          "timeout", {"timeout_s": 3}),
-    Case("fork_bomb_then_result", "import os\npids = []\nfor _ in range(500):\n    try:\n        pid = os.fork()\n"
-         "    except OSError:\n        break\n    if pid == 0:\n        import time; time.sleep(60)\n    pids.append(pid)\n"
-         "result = {'type': 'number', 'value': len(pids)}", "ok", None,
-         lambda b, s: b["result"]["value"] < 48 + 4),
     Case("memory_bomb_one_block", "x = bytearray(8 * 1024**3)", "memory", None, _err("MemoryError")),
     Case("memory_bomb_gradual", "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024**2))", "memory"),
     Case("memory_bomb_numpy", "a = np.ones((40000, 40000))", "memory"),
@@ -102,10 +107,11 @@ CASES = [
          "result = {'type': 'number', 'value': 1}", "ok", None, _stdout_capped),
     Case("huge_stderr_binary", "import os\nfor _ in range(200):\n    os.write(2, b'\\xff\\xfe' * 5000)\n"
          "result = {'type': 'number', 'value': 2}", "ok", None, lambda b, s: b["stderr_truncated"] is True),
-    Case("huge_result", "result = {'type': 'string', 'value': 'z' * (20 * 1024 * 1024)}", "error", None,
+    Case("huge_result", "result = {'type': 'string', 'value': 'z' * (LIMIT_max_result_bytes + 8192)}", "error", None,
          _err("ResultTooLarge")),
     Case("huge_dataframe_result", "result = {'type': 'dataframe', 'value': pd.DataFrame("
-         "{'a': np.random.default_rng(0).random(3_000_000)})}", "error", None, _err("ResultTooLarge")),
+         "{'a': np.random.default_rng(0).random(LIMIT_max_result_bytes // 8 + 100_000)})}", "error", None,
+         _err("ResultTooLarge")),
     Case("socket_to_loopback_server", CONNECT.format(family="") + "s.connect(('127.0.0.1', PORT))",
          "error", None, _err("PermissionError")),
     Case("udp_socket", CONNECT.format(family="socket.AF_INET, socket.SOCK_DGRAM"), "error", None,
@@ -128,9 +134,11 @@ CASES = [
          _err("PermissionError")),
     Case("proc_mem_of_zygote", "import os\nopen(f'/proc/{os.getppid()}/mem', 'rb').read(10)", "error", None,
          _err("PermissionError")),
-    Case("read_token_file", "import os\ntry:\n    os.chmod(TOKEN_FILE, 0o600)\nexcept OSError:\n    pass\n"
-         "result = {'type': 'string', 'value': open(TOKEN_FILE).read()}", "error", None,
-         _all(_err("FileNotFoundError"), _no_secrets)),
+    Case("token_in_no_file", "import os\nfound = []\nfor top in ('/tmp', os.path.dirname(DATA_DIR), '/dev/shm'):\n"
+         "    for d, _, fs in os.walk(top):\n        for f in fs:\n            try:\n"
+         "                found.append(open(os.path.join(d, f), 'rb').read(1 << 20).decode(errors='replace'))\n"
+         "            except OSError:\n                pass\nresult = {'type': 'string', 'value': '\\n'.join(found)}",
+         "ok", None, _no_secrets),
     Case("env_has_no_secrets", "import os\nresult = {'type': 'string', 'value': repr(dict(os.environ))}", "ok",
          None, _no_secrets),
     Case("env_is_exactly_the_scrubbed_one", "import os, json\nresult = {'type': 'string', 'value': "
@@ -141,9 +149,9 @@ CASES = [
     Case("write_the_shared_heap_memfd", "import os\nr = [l.split()[0] for l in open('/proc/self/maps') "
          "if 'pod-sandbox-zygote-heap' in l][0]\nr = '-'.join(f'{int(a, 16):x}' for a in r.split('-'))\n"
          "os.open(f'/proc/self/map_files/{r}', os.O_RDWR)", "error", None, _err("PermissionError")),
-    Case("write_outside_scratch", "open('/etc/passwd', 'a').write('x')", "error", None, _err("PermissionError")),
+    Case("write_outside_scratch", "open('/etc/passwd', 'a').write('x')", "error", None, _denied_write),
     Case("write_into_code_dir", "import pod_sandbox, os\nopen(os.path.join(os.path.dirname(pod_sandbox.__file__), "
-         "'evil.py'), 'w')", "error", None, _err("PermissionError")),
+         "'evil.py'), 'w')", "error", None, _denied_write),
     Case("kill_parent", "import os\nos.kill(os.getppid(), 9)", "error", None, _err("PermissionError")),
     Case("kill_http_server", PARENTS + "import signal\nos.kill(http, signal.SIGTERM)", "error", None,
          _err("PermissionError")),
@@ -156,7 +164,7 @@ CASES = [
     Case("kill_spare_siblings", "import os, signal\nn = 0\nfor p in os.listdir('/proc'):\n    if p.isdigit() and "
          "int(p) != os.getpid():\n        try:\n            if int(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1]"
          ".split()[1]) == os.getppid():\n                os.kill(int(p), 9); n += 1\n        except OSError:\n"
-         "            pass\nresult = {'type': 'number', 'value': n}", "ok"),
+            "            pass\nresult = {'type': 'number', 'value': n}", "ok"),
     Case("escape_process_group", "import os\nos.setsid()", "error", None, _err("PermissionError")),
     # The server's processes share the uid: their limits and priority are out of reach anyway.
     Case("prlimit_server_processes", PARENTS + "import resource\ndenied = 0\nfor pid in (zygote, forkserver, http):\n"
@@ -200,10 +208,16 @@ CASES = [
 ]
 
 
+def with_limits(code: str, server: ExecutorProcess) -> str:
+    """``code`` with ``PORT``, ``TOKEN_FILE`` and each ``LIMIT_<name>`` of the server's limits."""
+    for name, value in sorted(server.limits_info.items(), key=lambda kv: -len(kv[0])):
+        code = code.replace(f"LIMIT_{name}", repr(value))
+    return code.replace("PORT", str(server.port)).replace("TOKEN_FILE", repr(server.token_file))
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_code(hostile_server: ExecutorProcess, case: Case) -> None:
-    code = case.code.replace("PORT", str(hostile_server.port)).replace(
-        "TOKEN_FILE", repr(hostile_server.token_file))
+    code = with_limits(case.code, hostile_server)
     with HealthPoller(hostile_server) as poller:
         body = hostile_server.run(code, **(case.fields or {}))
         assert body["status"] == case.status, body
@@ -223,9 +237,9 @@ def test_hostile_code(hostile_server: ExecutorProcess, case: Case) -> None:
 BAD_REQUESTS = [
     ("invalid_json", "POST", "/v1/execute", b'{"code": ', {"Content-Type": "application/json"}, 400),
     ("wrong_content_type", "POST", "/v1/execute", b'{"code": "1"}', {"Content-Type": "text/x-python"}, 415),
-    ("oversized_body", "POST", "/v1/execute", b'{"code": "' + b"x" * (600 * 1024) + b'"}',
+    ("oversized_body", "POST", "/v1/execute", b'{"code": "' + b"x" * (DEFAULTS.max_body_bytes + 1) + b'"}',
      {"Content-Type": "application/json"}, 413),
-    ("oversized_code", "POST", "/v1/execute", json.dumps({"code": "#" * (300 * 1024)}).encode(),
+    ("oversized_code", "POST", "/v1/execute", json.dumps({"code": "#" * (DEFAULTS.max_code_bytes + 1)}).encode(),
      {"Content-Type": "application/json"}, 413),
     ("deeply_nested_json", "POST", "/v1/execute", b"[" * 100000 + b"]" * 100000, {"Content-Type": "application/json"}, 400),
     ("lying_content_length", "POST", "/v1/execute", b'{"code": "x=1"}', {"Content-Type": "application/json",
@@ -237,7 +251,12 @@ BAD_REQUESTS = [
     ("backslash_name", "PUT", "/v1/files/..%5Cx", b"x", {}, 400),
     ("nul_in_name", "PUT", "/v1/files/a%00b", b"x", {}, 400),
     ("too_long_name", "PUT", "/v1/files/" + "a" * 200, b"x", {}, 400),
-    ("oversized_upload", "PUT", "/v1/files/big.csv", b"x" * (4 * MIB + 100_000), {}, 413),
+    # waitress buffers the body (to the pod's 256Mi /tmp) before the app can refuse it, and
+    # resets the connection when /tmp is full: issue 15, item 5 (pre-auth resource use).
+    pytest.param("oversized_upload", "PUT", "/v1/files/big.csv",
+                 lambda: _repeated(b"x", DEFAULTS.max_upload_bytes + 1),
+                 {"Content-Length": str(DEFAULTS.max_upload_bytes + 1)}, 413,
+                 marks=pytest.mark.xfail(raises=ConnectionResetError, reason="issue 15 item 5: body buffered before the limit")),
     ("get_traversal", "GET", "/v1/files/..%2Fsecrets%2Ftoken", None, {}, 404),
     ("delete_hidden", "DELETE", "/v1/files/.upload-x", None, {}, 400),
     ("unknown_route", "GET", "/v1/nothing", None, {}, 404),
@@ -245,9 +264,29 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("method,path,body,headers,status", [b[1:] for b in BAD_REQUESTS],
-                         ids=[b[0] for b in BAD_REQUESTS])
+def _repeated(byte: bytes, size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """``size`` bytes of ``byte``, a MiB at a time (a body too large to hold)."""
+    block = byte * chunk
+    while size > 0:
+        yield block[:size]
+        size -= chunk
+
+
+def _request_params(rows: list[Any]) -> list[Any]:
+    """``BAD_REQUESTS`` as pytest parameters: the first field is the id; a row may carry marks."""
+    out = []
+    for row in rows:
+        marks = ()
+        if hasattr(row, "values"):
+            row, marks = row.values, row.marks
+        out.append(pytest.param(*row[1:], id=row[0], marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("method,path,body,headers,status", _request_params(BAD_REQUESTS))
 def test_hostile_requests(hostile_server: ExecutorProcess, method, path, body, headers, status) -> None:
+    if callable(body):
+        body = body()
     with HealthPoller(hostile_server) as poller:
         try:
             r = hostile_server.request(method, path, body, headers)
@@ -258,7 +297,7 @@ def test_hostile_requests(hostile_server: ExecutorProcess, method, path, body, h
         if path != "/v1/execute" or r.headers.get("content-type") == "application/json":
             assert "error" in json.loads(r.body)
         else:  # above the transport cap waitress itself refuses the body (plain text)
-            assert int(headers.get("Content-Length", "0")) > 4 * MIB
+            assert int(headers.get("Content-Length", "0")) > DEFAULTS.max_upload_bytes
     assert not poller.failures
     files = [f["name"] for f in hostile_server.request("GET", "/v1/files").json()["files"]]
     assert not any(n.startswith(".") or "/" in n for n in files)

@@ -158,6 +158,7 @@ class ForkServer:
         self.spawn_retry_at = 0.0
         self.stopping = False
         self.baseline_vm = 0
+        self.memory_limit_bytes = config.limits.memory_limit_bytes
         self.wake_r, self.wake_w = socket.socketpair()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -200,6 +201,11 @@ class ForkServer:
             log.warning("fork-server: the warm stack stays in anonymous memory (%s); every fork "
                         "copies its page tables", moved)
         self.baseline_vm = isolation.address_space_bytes()
+        self.memory_limit_bytes = isolation.execution_memory_bytes(self.limits.memory_limit_bytes)
+        if self.memory_limit_bytes < self.limits.memory_limit_bytes:
+            log.info("fork-server: an execution may allocate %d MB (--memory-mb %d; the pod's "
+                     "memory cgroup leaves less)", self.memory_limit_bytes >> 20,
+                     self.limits.memory_limit_bytes >> 20)
         self.start_zygote()
 
     def _on_term(self, *_: Any) -> None:
@@ -474,7 +480,7 @@ class ForkServer:
         limits = isolation.ChildLimits.for_timeout(
             timeout_s,
             baseline_vm=self.baseline_vm,
-            memory_limit_bytes=self.limits.memory_limit_bytes,
+            memory_limit_bytes=self.memory_limit_bytes,
             max_processes=self.limits.max_processes,
             max_file_bytes=self.limits.max_file_bytes,
             max_open_files=self.limits.max_open_files,

@@ -60,6 +60,82 @@ def make_undumpable() -> None:
     prctl(PR_SET_DUMPABLE, 0)
 
 
+#: The kernel's OOM killer picks the zygote and user code before the HTTP process and the
+#: fork-server (the most a process may raise its own score to).
+OOM_SCORE_ADJ_USER_CODE = 1000
+
+
+def raise_oom_score_adj(value: int = OOM_SCORE_ADJ_USER_CODE) -> None:
+    """Raise this process's ``oom_score_adj`` (inherited by every process it forks).
+
+    A non-dumpable process's /proc files belong to root, so it turns dumpable for the write:
+    the zygote does this once, before it has any child that could look at it meanwhile."""
+    was_dumpable = is_dumpable()
+    prctl(PR_SET_DUMPABLE, 1)
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
+            fh.write(str(value))
+    finally:
+        if not was_dumpable:
+            prctl(PR_SET_DUMPABLE, 0)
+
+
+def _cgroup_files(v1_controller: str) -> list[str]:
+    """The directories of this process's cgroup and its ancestors, innermost first, as mounted
+    here (in a container the cgroup namespace or the runtime's mount shows its own as root)."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            lines = [line.rstrip("\n").split(":", 2) for line in fh]
+    except OSError:
+        return []
+    out = []
+    for _hid, controllers, path in lines:
+        if controllers == "":
+            base = "/sys/fs/cgroup"
+        elif v1_controller in controllers.split(","):
+            base = f"/sys/fs/cgroup/{v1_controller}"
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            out.append(os.path.join(base, *parts[:depth]))
+    return out
+
+
+def pod_memory() -> tuple[int, int] | None:
+    """The tightest memory limit of this process's cgroups and the usage charged there now
+    (bytes), or None when no limit applies (cgroup v2 ``memory.max``, v1 ``limit_in_bytes``)."""
+    best: tuple[int, int] | None = None
+    for directory in _cgroup_files("memory"):
+        for limit_name, usage_name in (("memory.max", "memory.current"),
+                                       ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+            try:
+                with open(os.path.join(directory, limit_name), encoding="ascii") as fh:
+                    raw = fh.read().strip()
+                with open(os.path.join(directory, usage_name), encoding="ascii") as fh:
+                    usage = int(fh.read())
+            except (OSError, ValueError):
+                continue
+            if raw == "max" or not raw.isdigit() or int(raw) >= 1 << 60:
+                continue
+            if best is None or int(raw) - usage < best[0] - best[1]:
+                best = (int(raw), usage)
+    return best
+
+
+def execution_memory_bytes(configured: int) -> int:
+    """What one execution may allocate on top of the warm interpreter: ``configured``
+    (``--memory-mb``), but never more than three quarters of what the pod's memory cgroup has
+    left now (the rest is for the zygote, the spares' own pages, the scratch tmpfs and the HTTP
+    process), so user code meets ``MemoryError`` under its ``RLIMIT_AS`` before the kernel's
+    OOM killer meets the pod."""
+    pod = pod_memory()
+    if pod is None:
+        return configured
+    limit, usage = pod
+    return max(64 << 20, min(configured, (limit - usage) * 3 // 4))
+
+
 def is_dumpable() -> bool:
     """Whether this process is dumpable (for tests and /ready)."""
     return bool(prctl(PR_GET_DUMPABLE))
@@ -192,9 +268,11 @@ def _base_filter(protected_pids: Iterable[int], denied: Iterable[str]) -> Any:
             targets.add(pid & _U32)
             targets.add((-pid) & _U32)
             try:
-                targets.add((-os.getpgid(pid)) & _U32)
+                group = os.getpgid(pid)
             except OSError:
-                pass
+                continue
+            if group > 0:  # 0: a group outside this PID namespace
+                targets.add((-group) & _U32)
     for name in SIGNAL_SYSCALLS:
         for target in sorted(targets):
             filt.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.MASKED_EQ, _U32, target))

@@ -98,6 +98,10 @@ class Zygote:
 
     def setup(self, parent_pid: int) -> None:
         """Confine the zygote, compile the children's seccomp filter, install signal handling."""
+        try:  # before any child exists: it turns dumpable for the write
+            isolation.raise_oom_score_adj()
+        except OSError as exc:
+            log.warning("zygote: cannot raise its oom_score_adj (%s)", exc)
         isolation.make_undumpable()
         isolation.become_subreaper()  # orphans of user code come here to be reaped
         isolation.die_with_parent()
