@@ -8,20 +8,23 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import bottle
 
 from .. import __version__, wire
 from .auth import ClaimResult, TokenStore
-from .config import Config
+from .config import Config, Limits
 from .files import Workspace
 from .metrics import Metrics
 from .runner import Runner, SandboxUnavailable, SlotsBusy
+from .transport import Gate, Refusal, Verdict
 
 log = logging.getLogger("pod_sandbox.app")
 JSON_TYPE = "application/json"
 PUBLIC_PATHS = ("/health", "/ready", "/metrics", "/openapi.json")
+#: The body limit of ``POST /v1/claim``, the only route that takes a body before authentication.
+CLAIM_BODY_BYTES = 4096
 
 
 def load_openapi() -> dict[str, Any]:
@@ -53,6 +56,28 @@ def error_response(status: int, field_name: str, message: str, headers: dict[str
                    ) -> bottle.HTTPResponse:
     """The JSON error every 4xx/5xx carries: ``{"error": {"field", "message"}}``."""
     return json_response(status, {"error": {"field": field_name, "message": message}}, headers)
+
+
+def make_gate(limits: Limits, tokens: TokenStore) -> Gate:
+    """The transport's check of a request before its body is read (:mod:`.transport`): each
+    route's body limit, and no body at all to an authenticated route without the token."""
+    unauthorized = Refusal(401, "Authorization", "missing or invalid bearer token (sent before the body)",
+                           (("WWW-Authenticate", "Bearer"),))
+
+    def gate(method: str, path: str, headers: Mapping[str, str]) -> Verdict:
+        if method == "POST" and path == "/v1/claim":
+            return Verdict(CLAIM_BODY_BYTES)
+        if not path.startswith("/v1/"):
+            return Verdict(0)
+        if not tokens.check(headers.get("AUTHORIZATION")):
+            return Verdict(0, refusal=unauthorized)
+        if method == "POST" and path == "/v1/execute":
+            return Verdict(limits.max_body_bytes, authenticated=True)
+        if method == "PUT" and path.startswith("/v1/files/"):
+            return Verdict(limits.max_upload_bytes, authenticated=True)
+        return Verdict(0, authenticated=True)
+
+    return gate
 
 
 @dataclass
@@ -174,7 +199,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
 
     @app.post("/v1/claim")
     def claim() -> Any:
-        body = read_json(4096)
+        body = read_json(CLAIM_BODY_BYTES)
         if not isinstance(body, dict) or set(body) != {"token"}:
             return error_response(400, "token", 'body must be {"token": "<32+ URL-safe chars>"}')
         try:
