@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -18,7 +19,11 @@ from .runner import Runner
 log = logging.getLogger("pod_sandbox.cli")
 DRAIN_TIMEOUT_S = 60.0
 #: Open connections kept; over it the oldest idle or unfinished ones are closed (transport.py).
-CONNECTION_BUDGET = 256
+#: Well above the 500 idle or slow connections the probes must answer under without evicting
+#: anyone (an evicted attacker that reconnects at once costs an accept and a close each time).
+CONNECTION_BUDGET = 1024
+#: File descriptors the HTTP process needs besides its connections (channels, pipes, logs).
+FD_RESERVE = 128
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -28,6 +33,23 @@ def _exit_now(runner: Runner, code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def fd_budget(connections: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to fit ``connections`` (its hard limit allowing);
+    return the connection budget that fits. The fork-server is forked before: user code's
+    limit is its own (``--max-open-files``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + FD_RESERVE
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    budget = max(16, min(connections, soft - FD_RESERVE))
+    if budget < connections:
+        log.warning("RLIMIT_NOFILE %d allows a connection budget of %d, not %d", soft, budget, connections)
+    return budget
 
 
 def serve(config: Config) -> None:
@@ -58,7 +80,7 @@ def serve(config: Config) -> None:
     largest_body = max(config.limits.max_body_bytes, config.limits.max_upload_bytes, CLAIM_BODY_BYTES)
     server = create_transport(
         app, make_gate(config.limits, tokens), threads=max(config.threads, config.limits.slots + 2),
-        connection_limit=CONNECTION_BUDGET, host=config.host, port=config.port,
+        connection_limit=fd_budget(CONNECTION_BUDGET), host=config.host, port=config.port,
         max_request_body_size=largest_body + 1, max_request_header_size=MAX_HEADER_BYTES,
         ident="pod-sandbox-executor", channel_timeout=600, clear_untrusted_proxy_headers=True,
     )
