@@ -113,3 +113,67 @@ def test_no_500_in_the_server_log_after_the_malformed_requests(hostile_server: E
     assert json.loads(hostile_server.request("GET", "/health").body) == {"status": "ok"}
     names = [f["name"] for f in hostile_server.request("GET", "/v1/files").json()["files"]]
     assert not [n for n in names if not n.isprintable()], names
+
+
+#: What user code can do to a dataset the zygote has cached, before the next execution asks for it.
+OVER_A_CACHED_DATASET = {
+    "parquet_bomb_written_over": "open(p, 'wb').write(open(os.path.join(DATA_DIR, 'bomb.bin'), 'rb').read())",
+    "fifo_over": "os.unlink(p)\nos.mkfifo(p)",
+    "dev_zero_symlink_over": "os.unlink(p)\nos.symlink('/dev/zero', p)",
+    "directory_over": "os.unlink(p)\nos.mkdir(p)",
+    "hard_link_over": "os.unlink(p)\nos.link(os.path.join(DATA_DIR, 'bomb.bin'), p)",
+}
+PPID = "import os\nresult = {'type': 'number', 'value': os.getppid()}"
+
+
+@pytest.fixture(scope="module")
+def bomb_bytes(tmp_path_factory) -> bytes:
+    from test_datacache_hostile import write_parquet_bomb
+
+    path = str(tmp_path_factory.mktemp("bomb") / "bomb.parquet")
+    write_parquet_bomb(path)
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _small_parquet() -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(pa.table({"a": list(range(100))}), out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("attack,name", [(a, "d.parquet") for a in sorted(OVER_A_CACHED_DATASET)]
+                         + [("fifo_over", "d.csv"), ("dev_zero_symlink_over", "d.csv")])
+def test_the_zygote_survives_whatever_replaces_a_cached_dataset(hostile_server: ExecutorProcess, bomb_bytes: bytes,
+                                                                attack: str, name: str) -> None:
+    server = hostile_server
+    assert server.request("PUT", "/v1/files/bomb.bin", bomb_bytes).status == 201
+    content = _small_parquet() if name.endswith(".parquet") else b"a\n" + b"1\n" * 100
+    assert server.request("PUT", f"/v1/files/{name}", content).status == 201
+    staged = {"datasets": {"q": name}}
+    first = server.run("df = execute_sql_query('q')\n" + PPID, **staged)
+    assert first["status"] == "ok", first
+    zygote = first["result"]["value"]
+    planted = server.run(f"import os\np = os.path.join(DATA_DIR, {name!r})\n{OVER_A_CACHED_DATASET[attack]}")
+    assert planted["status"] == "ok", planted
+    with HealthPoller(server) as poller:
+        t0 = time.monotonic()
+        # The fork-server sees the changed file and asks the zygote to reload it.
+        after = server.run(PPID, timeout_s=10, **staged)
+        took = time.monotonic() - t0
+        again = server.run(PPID, timeout_s=10, **staged)
+    print(f"\n{attack}: the execution after the attack answered in {took * 1000:.0f} ms")
+    assert after["status"] == "ok" and again["status"] == "ok", (after, again)
+    assert after["result"]["value"] == zygote == again["result"]["value"]  # the same zygote, alive
+    assert took < 15, took
+    assert not poller.failures, poller.failures
+    assert server.request("GET", "/ready").status == 200
+    cleanup = ("import os, shutil\nfor n in ('d.parquet', 'd.csv', 'bomb.bin'):\n    p = os.path.join(DATA_DIR, n)\n"
+               "    if os.path.isdir(p) and not os.path.islink(p):\n        shutil.rmtree(p)\n"
+               "    elif os.path.lexists(p):\n        os.unlink(p)")
+    assert server.run(cleanup)["status"] == "ok"

@@ -47,7 +47,7 @@ ZYGOTE_SEND_TIMEOUT_S = 5.0
 ZYGOTE_MAX_DEATHS = 5
 ZYGOTE_DEATH_WINDOW_S = 60.0
 #: Never a file signature: marks a dataset the zygote has not checked yet.
-UNCHECKED: Signature = (-1, -1, -1)
+UNCHECKED: Signature = (-1, -1, -1, -1)
 
 
 @dataclass
