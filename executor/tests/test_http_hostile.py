@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -43,29 +44,53 @@ def _raw(server: ExecutorProcess, data: bytes, timeout_s: float = 10.0) -> tuple
     return int(head.split(b" ")[1]), body
 
 
+class Planting:
+    """An execution that plants something in the data directory and holds it there for
+    ``hold_s`` (after each execution the server removes what is not an upload, so a plant
+    meets the server only while its execution runs)."""
+
+    def __init__(self, server: ExecutorProcess, name: str, plant: str, hold_s: float = 4.0) -> None:
+        self.server = server
+        self.code = (f"import os, time\np = os.path.join(DATA_DIR, {name!r})\n{plant}\n"
+                     f"open(os.path.join(DATA_DIR, 'planted.flag'), 'w').close()\ntime.sleep({hold_s})\n"
+                     "result = {'type': 'string', 'value': 'planted'}")
+        self.body: dict = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.body = self.server.run(self.code, timeout_s=30)
+
+    def __enter__(self) -> "Planting":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.thread.is_alive():
+            if self.server.request("GET", "/v1/files/planted.flag").status == 200:
+                return self
+            time.sleep(0.05)
+        self.thread.join(30)
+        pytest.skip(f"user code could not plant: {self.body.get('error')}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(40)
+
+
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_download_serves_regular_files_only(hostile_server: ExecutorProcess, kind: str) -> None:
     name = f"planted-{kind}.csv"
-    code = (f"import os\np = os.path.join(DATA_DIR, {name!r})\n"
-            f"try:\n    os.unlink(p)\nexcept FileNotFoundError:\n    pass\n{PLANTED[kind]}\n"
-            "result = {'type': 'string', 'value': 'planted'}")
-    body = hostile_server.run(code)
-    if body["status"] != "ok":
-        pytest.skip(f"user code cannot plant a {kind} here: {body['error']['message']}")
-    with HealthPoller(hostile_server) as poller:
+    with Planting(hostile_server, name, PLANTED[kind]) as planting, HealthPoller(hostile_server) as poller:
         t0 = time.monotonic()
         r = hostile_server.request("GET", f"/v1/files/{name}")
         took = time.monotonic() - t0
         assert r.status == 404, (r.status, r.body[:200])
         error = r.json()["error"]
-        assert error["field"] == "name" and name in error["message"]
+        assert error["field"] == "name" and name in error["message"] and "no file named" not in error["message"]
         listed = [f["name"] for f in hostile_server.request("GET", "/v1/files").json()["files"]]
         assert name not in listed
+    assert planting.body["status"] == "ok", planting.body
     assert not poller.failures and took < 5, (poller.failures, took)
-    cleanup = ("import os, shutil\nfor n in os.listdir(DATA_DIR):\n    if n.startswith('planted-'):\n"
-               "        p = os.path.join(DATA_DIR, n)\n"
-               "        shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)")
-    assert hostile_server.run(cleanup)["status"] == "ok"
+    listed = [f["name"] for f in hostile_server.request("GET", "/v1/files").json()["files"]]
+    assert not [n for n in listed if n.startswith("planted")], listed  # swept after the execution
 
 
 BAD_BYTES = [
@@ -159,21 +184,54 @@ def test_the_zygote_survives_whatever_replaces_a_cached_dataset(hostile_server: 
     first = server.run("df = execute_sql_query('q')\n" + PPID, **staged)
     assert first["status"] == "ok", first
     zygote = first["result"]["value"]
-    planted = server.run(f"import os\np = os.path.join(DATA_DIR, {name!r})\n{OVER_A_CACHED_DATASET[attack]}")
-    assert planted["status"] == "ok", planted
-    with HealthPoller(server) as poller:
+    with Planting(server, name, OVER_A_CACHED_DATASET[attack]) as planting, HealthPoller(server) as poller:
         t0 = time.monotonic()
-        # The fork-server sees the changed file and asks the zygote to reload it.
-        after = server.run(PPID, timeout_s=10, **staged)
+        # While the plant is there, the fork-server sees the changed file and asks the zygote
+        # to reload it for this execution.
+        during = server.run(PPID, timeout_s=10, **staged)
         took = time.monotonic() - t0
-        again = server.run(PPID, timeout_s=10, **staged)
-    print(f"\n{attack}: the execution after the attack answered in {took * 1000:.0f} ms")
-    assert after["status"] == "ok" and again["status"] == "ok", (after, again)
-    assert after["result"]["value"] == zygote == again["result"]["value"]  # the same zygote, alive
+    after = server.run(PPID, timeout_s=10, **staged)
+    print(f"\n{attack}: the execution beside the plant answered in {took * 1000:.0f} ms")
+    assert planting.body["status"] == "ok", planting.body
+    assert during["status"] == "ok" and after["status"] == "ok", (during, after)
+    assert during["result"]["value"] == zygote == after["result"]["value"]  # the same zygote, alive
     assert took < 15, took
     assert not poller.failures, poller.failures
     assert server.request("GET", "/ready").status == 200
-    cleanup = ("import os, shutil\nfor n in ('d.parquet', 'd.csv', 'bomb.bin'):\n    p = os.path.join(DATA_DIR, n)\n"
-               "    if os.path.isdir(p) and not os.path.islink(p):\n        shutil.rmtree(p)\n"
-               "    elif os.path.lexists(p):\n        os.unlink(p)")
-    assert server.run(cleanup)["status"] == "ok"
+    for n in (name, "bomb.bin"):
+        server.request("DELETE", f"/v1/files/{n}")
+
+
+LEFTOVERS = {
+    "20k_empty_files": "for i in range(20000):\n    open(os.path.join(DATA_DIR, f'junk{i}'), 'w').close()",
+    "20k_symlinks": "for i in range(20000):\n    os.symlink('/dev/zero', os.path.join(DATA_DIR, f'link{i}'))",
+    "a_directory_of_20k_files": "d = os.path.join(DATA_DIR, 'deep')\nos.mkdir(d)\n"
+                                "for i in range(20000):\n    open(os.path.join(d, str(i)), 'w').close()",
+}
+TRIVIAL = "result = {'type': 'number', 'value': 1}"
+
+
+def _p50_execution_s(server: ExecutorProcess, n: int = 9) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        assert server.run(TRIVIAL)["status"] == "ok"
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[n // 2]
+
+
+@pytest.mark.parametrize("kind", sorted(LEFTOVERS))
+def test_what_an_execution_leaves_in_the_data_dir_costs_the_next_nothing(hostile_server: ExecutorProcess,
+                                                                       kind: str) -> None:
+    server = hostile_server
+    assert server.request("PUT", "/v1/files/kept.csv", b"a\n1\n").status == 201
+    before = _p50_execution_s(server)
+    body = server.run(f"import os\n{LEFTOVERS[kind]}\nresult = {{'type': 'number', 'value': 1}}", timeout_s=120)
+    assert body["status"] == "ok", body
+    after = _p50_execution_s(server)
+    listed = [f["name"] for f in server.request("GET", "/v1/files").json()["files"]]
+    seen = server.run("import os\nresult = {'type': 'number', 'value': len(os.listdir(DATA_DIR))}")
+    print(f"\n{kind}: trivial execution p50 {before * 1000:.1f} ms before, {after * 1000:.1f} ms after")
+    assert after <= 2 * before + 0.010, (before, after)  # with the leftovers kept: ~15x (issue 15)
+    assert listed == ["kept.csv"] and seen["result"]["value"] == 1
+    server.request("DELETE", "/v1/files/kept.csv")

@@ -266,7 +266,12 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             metrics.rejected.labels(reason="invalid").inc()
             return json_response(exc.http_status, exc.to_json())
         try:
-            response = runner.execute(request)
+            try:
+                response = runner.execute(request)
+            finally:
+                swept = workspace.sweep()
+                if swept:
+                    log.info("removed %d entries the execution left in the data directory", swept)
         except SlotsBusy:
             metrics.rejected.labels(reason="busy").inc()
             return error_response(429, "request", f"all {runner.slots} execution slots are busy",

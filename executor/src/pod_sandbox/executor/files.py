@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -114,17 +116,54 @@ class Workspace:
 
     Every operation is relative to the directory fd :meth:`ensure` opens (``O_NOFOLLOW``): a
     symlink user code puts in place of the directory, or of any file in it, is never followed.
+    The directory holds the uploaded files only: :meth:`sweep` (after every execution) removes
+    whatever else user code left there, so what one execution leaves costs the next nothing.
     """
 
     def __init__(self, data_dir: str, max_upload_bytes: int) -> None:
         self.data_dir = data_dir
         self.max_upload_bytes = max_upload_bytes
         self._dir_fd: int | None = None
+        self._lock = threading.Lock()
+        self._uploaded: set[str] = set()
+        self._writing: set[str] = set()
 
     def ensure(self) -> None:
-        """Create the data directory (owner-only) and open it."""
+        """Create the data directory (owner-only) and open it; files already there count as uploaded."""
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         self._dir_fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with self._lock:
+            self._uploaded = {f.name for f in self.list()}
+
+    def sweep(self) -> int:
+        """Remove every entry that is not an uploaded file (regular, singly linked) or an upload
+        being written; return how many. Runs after each execution (user code may write here)."""
+        if self._dir_fd is None:
+            return 0
+        removed = 0
+        with os.scandir(self._dir_fd) as entries:
+            for entry in entries:
+                with self._lock:
+                    if entry.name in self._writing:
+                        continue
+                    keep = entry.name in self._uploaded
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if keep and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    continue
+                try:
+                    if stat.S_ISDIR(st.st_mode):
+                        shutil.rmtree(entry.name, dir_fd=self._dir_fd)
+                    else:
+                        os.unlink(entry.name, dir_fd=self._dir_fd)
+                    removed += 1
+                except OSError:
+                    continue
+                with self._lock:
+                    self._uploaded.discard(entry.name)
+        return removed
 
     @property
     def dir_fd(self) -> int:
@@ -163,8 +202,17 @@ class Workspace:
         wire.validate_file_name(name)
         if length is not None and length > self.max_upload_bytes:
             raise wire.WireError("body", f"{length} bytes exceeds max_upload_bytes={self.max_upload_bytes}", 413)
-        dir_fd = self.dir_fd
         tmp = f".upload-{uuid.uuid4().hex}"
+        with self._lock:
+            self._writing.add(tmp)
+        try:
+            return self._write(name, tmp, stream, length)
+        finally:
+            with self._lock:
+                self._writing.discard(tmp)
+
+    def _write(self, name: str, tmp: str, stream: BinaryIO, length: int | None) -> FileInfo:
+        dir_fd = self.dir_fd
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
@@ -189,6 +237,8 @@ class Workspace:
                 raise wire.WireError("body", f"got {size} of {length} bytes (Content-Length)")
             try:
                 os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                with self._lock:
+                    self._uploaded.add(name)
             except IsADirectoryError:
                 raise wire.WireError("name", f"{name!r} is a directory in the workspace", 409) from None
         except OSError as exc:
@@ -225,6 +275,9 @@ class Workspace:
             return False
         except IsADirectoryError:
             raise wire.WireError("name", f"{name!r} is a directory in the workspace", 409) from None
+        finally:
+            with self._lock:
+                self._uploaded.discard(name)
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
