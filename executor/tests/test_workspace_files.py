@@ -217,3 +217,32 @@ def test_workspace_not_open_is_not_writable() -> None:
         ws.list()
     assert info.value.http_status == 503
 
+
+
+def test_sweep_keeps_uploads_and_uploads_in_progress_and_removes_the_rest(tmp_path) -> None:
+    ws = Workspace(str(tmp_path / "data"), max_upload_bytes=64 * KIB)
+    ws.ensure()
+    ws.put("kept.csv", io.BytesIO(b"a\n1\n"), 4)
+    ws.put("turned.csv", io.BytesIO(b"a\n1\n"), 4)
+    d = ws.data_dir
+    open(os.path.join(d, "junk.csv"), "w").close()
+    os.mkdir(os.path.join(d, "deep"))
+    open(os.path.join(d, "deep", "x"), "w").close()
+    os.symlink("/dev/zero", os.path.join(d, "link.csv"))
+    os.mkfifo(os.path.join(d, "fifo.csv"))
+    os.unlink(os.path.join(d, "turned.csv"))
+    os.symlink("kept.csv", os.path.join(d, "turned.csv"))  # an uploaded name, now a symlink
+
+    class SweepMidUpload(io.BytesIO):
+        swept = -1
+
+        def read(self, n: int = -1) -> bytes:
+            if self.swept < 0:
+                self.swept = ws.sweep()  # an execution ends while this upload is written
+            return super().read(n)
+
+    body = SweepMidUpload(b"b\n2\n")
+    ws.put("new.csv", body, 4)
+    assert body.swept == 5
+    assert sorted(os.listdir(d)) == ["kept.csv", "new.csv"]
+    assert ws.sweep() == 0

@@ -16,6 +16,7 @@ import shutil
 import stat
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -126,7 +127,7 @@ class Workspace:
         self._dir_fd: int | None = None
         self._lock = threading.Lock()
         self._uploaded: set[str] = set()
-        self._writing: set[str] = set()
+        self._writing: Counter[str] = Counter()  # names of uploads being written
 
     def ensure(self) -> None:
         """Create the data directory (owner-only) and open it; files already there count as uploaded."""
@@ -203,13 +204,14 @@ class Workspace:
         if length is not None and length > self.max_upload_bytes:
             raise wire.WireError("body", f"{length} bytes exceeds max_upload_bytes={self.max_upload_bytes}", 413)
         tmp = f".upload-{uuid.uuid4().hex}"
-        with self._lock:
-            self._writing.add(tmp)
+        with self._lock:  # the sweep leaves both names alone until the upload is in the set
+            self._writing.update((tmp, name))
         try:
             return self._write(name, tmp, stream, length)
         finally:
             with self._lock:
-                self._writing.discard(tmp)
+                self._writing.subtract((tmp, name))
+                self._writing += Counter()  # drop the names at zero
 
     def _write(self, name: str, tmp: str, stream: BinaryIO, length: int | None) -> FileInfo:
         dir_fd = self.dir_fd
