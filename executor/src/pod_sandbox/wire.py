@@ -69,8 +69,8 @@ PNG_DATA_URI_PREFIX = "data:image/png;base64,"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 #: Names accepted for uploaded files: no path separators, no leading dot, at most 128 chars.
-FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+FILE_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
+TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{32,256}\Z")
 REQUEST_ID_MAX = 128
 EXECUTE_FIELDS = ("code", "timeout_s", "max_output_bytes", "datasets", "request_id")
 

@@ -8,20 +8,23 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import bottle
 
 from .. import __version__, wire
 from .auth import ClaimResult, TokenStore
-from .config import Config
+from .config import Config, Limits
 from .files import Workspace
 from .metrics import Metrics
 from .runner import Runner, SandboxUnavailable, SlotsBusy
+from .transport import Gate, Refusal, Verdict
 
 log = logging.getLogger("pod_sandbox.app")
 JSON_TYPE = "application/json"
 PUBLIC_PATHS = ("/health", "/ready", "/metrics", "/openapi.json")
+#: The body limit of ``POST /v1/claim``, the only route that takes a body before authentication.
+CLAIM_BODY_BYTES = 4096
 
 
 def load_openapi() -> dict[str, Any]:
@@ -55,6 +58,28 @@ def error_response(status: int, field_name: str, message: str, headers: dict[str
     return json_response(status, {"error": {"field": field_name, "message": message}}, headers)
 
 
+def make_gate(limits: Limits, tokens: TokenStore) -> Gate:
+    """The transport's check of a request before its body is read (:mod:`.transport`): each
+    route's body limit, and no body at all to an authenticated route without the token."""
+    unauthorized = Refusal(401, "Authorization", "missing or invalid bearer token (sent before the body)",
+                           (("WWW-Authenticate", "Bearer"),))
+
+    def gate(method: str, path: str, headers: Mapping[str, str]) -> Verdict:
+        if method == "POST" and path == "/v1/claim":
+            return Verdict(CLAIM_BODY_BYTES)
+        if not path.startswith("/v1/"):
+            return Verdict(0)
+        if not tokens.check(headers.get("AUTHORIZATION")):
+            return Verdict(0, refusal=unauthorized)
+        if method == "POST" and path == "/v1/execute":
+            return Verdict(limits.max_body_bytes, authenticated=True)
+        if method == "PUT" and path.startswith("/v1/files/"):
+            return Verdict(limits.max_upload_bytes, authenticated=True)
+        return Verdict(0, authenticated=True)
+
+    return gate
+
+
 @dataclass
 class ServerState:
     """Mutable run state shared by the routes (one instance per server process)."""
@@ -85,7 +110,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
 
     def authenticated(fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not tokens.check(bottle.request.get_header("Authorization")):
+            if not tokens.check(bottle.request.environ.get("HTTP_AUTHORIZATION")):
                 metrics.rejected.labels(reason="unauthorized").inc()
                 why = "claim the sandbox first (POST /v1/claim)" if not tokens.claimed else \
                     "missing or invalid bearer token"
@@ -112,7 +137,9 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         return data
 
     def read_json(limit: int) -> Any:
-        ctype = (bottle.request.content_type or "").split(";")[0].strip().lower()
+        # From the WSGI environ (latin-1 text), not bottle's header view, which decodes UTF-8
+        # and raises on other bytes: every header the app reads is read this way.
+        ctype = (bottle.request.environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
         if ctype != JSON_TYPE:
             raise error_response(415, "Content-Type", f"must be {JSON_TYPE}")
         body = read_body(limit)
@@ -122,6 +149,8 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             raise error_response(400, "body", "is not UTF-8") from None
         except (json.JSONDecodeError, RecursionError) as exc:
             raise error_response(400, "body", f"is not valid JSON: {exc}") from None
+        except ValueError as exc:  # an integer of more digits than int() converts (4,300)
+            raise error_response(400, "body", f"has a number out of range: {exc}") from None
 
     @app.get("/health")
     def health() -> Any:
@@ -172,7 +201,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
 
     @app.post("/v1/claim")
     def claim() -> Any:
-        body = read_json(4096)
+        body = read_json(CLAIM_BODY_BYTES)
         if not isinstance(body, dict) or set(body) != {"token"}:
             return error_response(400, "token", 'body must be {"token": "<32+ URL-safe chars>"}')
         try:
@@ -239,7 +268,12 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             metrics.rejected.labels(reason="invalid").inc()
             return json_response(exc.http_status, exc.to_json())
         try:
-            response = runner.execute(request)
+            try:
+                response = runner.execute(request)
+            finally:
+                swept = workspace.sweep()
+                if swept:
+                    log.info("removed %d entries the execution left in the data directory", swept)
         except SlotsBusy:
             metrics.rejected.labels(reason="busy").inc()
             return error_response(429, "request", f"all {runner.slots} execution slots are busy",

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import os
+import stat
 import threading
 from enum import Enum
 
 from .. import wire
 
 log = logging.getLogger("pod_sandbox.auth")
+#: A token is at most 256 characters (wire.TOKEN_RE); the file may add a newline or so.
+MAX_TOKEN_FILE_BYTES = 4096
 
 
 class ClaimResult(Enum):
@@ -30,21 +34,48 @@ class TokenStore:
 
     @classmethod
     def from_file(cls, path: str | None, claimable: bool) -> "TokenStore":
-        """Read the token file, then make it unreadable to the sandbox user (best effort)."""
+        """Read the token file and remove it: user code runs as the same uid, so a file it can
+        reach it can also ``chmod`` and read. Refuse to start when the file cannot be removed
+        (a read-only mount, a directory the uid may not write), is a symlink (removing the link
+        would leave its target) or has another hard link (its other name would stay)."""
         if not path:
             return cls(None, claimable)
+
+        def refuse(why: str) -> SystemExit:
+            return SystemExit(f"pod-sandbox-executor: --token-file {path}: {why}; the server removes "
+                              "the file once read, so that user code (the same uid) cannot read it: "
+                              "put it in a directory the server may write (e.g. an emptyDir an init "
+                              "container fills), or use --claimable")
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                token = fh.read().strip()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise refuse("is a symbolic link") from None
             raise SystemExit(f"pod-sandbox-executor: cannot read --token-file {path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise refuse("is not a regular file")
+            if st.st_size > MAX_TOKEN_FILE_BYTES:
+                raise refuse(f"is {st.st_size} bytes (a token file has at most {MAX_TOKEN_FILE_BYTES})")
+            raw = os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise refuse(f"cannot be removed ({exc.strerror})") from None
+            left = os.fstat(fd).st_nlink
+            if left:
+                raise refuse(f"still has {left} other hard link(s) after its removal")
+        finally:
+            os.close(fd)
+        try:
+            token = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise SystemExit(f"pod-sandbox-executor: token in {path} is not UTF-8 text") from None
         if len(token) < 16 or any(c.isspace() for c in token):
             raise SystemExit(f"pod-sandbox-executor: token in {path} must be 16+ non-blank characters")
-        try:
-            os.chmod(path, 0)
-        except OSError as exc:
-            log.warning("token file %s stays readable (%s): mount it so the sandbox uid cannot "
-                        "read it, or use --claimable", path, exc.strerror)
+        log.info("read the token from %s and removed the file", path)
         return cls(token, claimable)
 
     @property

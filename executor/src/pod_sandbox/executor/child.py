@@ -249,11 +249,12 @@ def _loader(cache: Mapping[str, Any], data_dir: str) -> Callable[[str], Any]:
     return load_dataset
 
 
-def read_data_file(path: str, *, use_threads: bool = True) -> Any:
-    """Read Parquet, CSV, JSON or Feather into a DataFrame, chosen by the file's suffix."""
+def read_data_file(path: Any, *, use_threads: bool = True, name: str | None = None) -> Any:
+    """Read Parquet, CSV, JSON or Feather into a DataFrame, chosen by the file's suffix (of
+    ``name`` when ``path`` is a file object: the zygote parses bytes it read, datacache.py)."""
     import pandas as pd  # noqa: PLC0415 - preloaded by the fork-server
 
-    lower = path.lower()
+    lower = (name or path).lower()
     if lower.endswith(".parquet") or lower.endswith(".pq"):
         import pyarrow.parquet as pq  # noqa: PLC0415
 
@@ -268,7 +269,7 @@ def read_data_file(path: str, *, use_threads: bool = True) -> Any:
         return pd.read_json(path)
     if lower.endswith(".feather") or lower.endswith(".arrow"):
         return pd.read_feather(path, use_threads=use_threads)
-    raise ValueError(f"{os.path.basename(path)}: unknown data file type (use .parquet, .csv, .json, .feather)")
+    raise ValueError(f"{os.path.basename(name or path)}: unknown data file type (use .parquet, .csv, .json, .feather)")
 
 
 def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_dir: str) -> dict[str, Any]:

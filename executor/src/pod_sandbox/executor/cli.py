@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -17,6 +18,13 @@ from .runner import Runner
 
 log = logging.getLogger("pod_sandbox.cli")
 DRAIN_TIMEOUT_S = 60.0
+#: Open connections kept; over it the oldest idle or unfinished ones are closed (transport.py).
+#: Well above the 500 idle or slow connections the probes must answer under without evicting
+#: anyone (an evicted attacker that reconnects at once costs an accept and a close each time).
+CONNECTION_BUDGET = 1024
+#: File descriptors the HTTP process needs besides its connections (channels, pipes, logs).
+FD_RESERVE = 128
+MAX_HEADER_BYTES = 16 * 1024
 
 
 def _exit_now(runner: Runner, code: int) -> None:
@@ -25,6 +33,23 @@ def _exit_now(runner: Runner, code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def fd_budget(connections: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to fit ``connections`` (its hard limit allowing);
+    return the connection budget that fits. The fork-server is forked before: user code's
+    limit is its own (``--max-open-files``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + FD_RESERVE
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    budget = max(16, min(connections, soft - FD_RESERVE))
+    if budget < connections:
+        log.warning("RLIMIT_NOFILE %d allows a connection budget of %d, not %d", soft, budget, connections)
+    return budget
 
 
 def serve(config: Config) -> None:
@@ -37,7 +62,8 @@ def serve(config: Config) -> None:
     # imported, so the fork-server, the zygote and every child neither carry nor copy them.
     handle = start_fork_server(config)
     isolation.make_undumpable()
-    from .app import ServerState, create_app  # noqa: PLC0415 - HTTP process only (see above)
+    from .app import CLAIM_BODY_BYTES, ServerState, create_app, make_gate  # noqa: PLC0415 - HTTP process only
+    from .transport import create_transport  # noqa: PLC0415
     from .auth import TokenStore  # noqa: PLC0415
     from .metrics import Metrics  # noqa: PLC0415
     tokens = TokenStore.from_file(config.token_file, config.claimable)
@@ -48,15 +74,15 @@ def serve(config: Config) -> None:
     state = ServerState()
     app = create_app(config, runner, tokens, workspace, metrics, state)
 
-    import waitress  # noqa: PLC0415 - server-only dependency
-
-    # waitress buffers a whole body before the app sees it and answers a plain-text 413 above this;
-    # below it the routes answer JSON 413s at their own (smaller) caps.
-    largest_body = max(config.limits.max_body_bytes, config.limits.max_upload_bytes) + (1 << 20)
-    server = waitress.create_server(
-        app, host=config.host, port=config.port, threads=max(config.threads, config.limits.slots + 2),
-        max_request_body_size=largest_body, ident="pod-sandbox-executor", channel_timeout=600,
-        connection_limit=256, clear_untrusted_proxy_headers=True,
+    # Body limits per route are checked from the headers, before a body byte is buffered
+    # (transport.py); waitress's own cap is only the largest of them. Headers of 16 KiB at most
+    # and a 4 KiB claim body: what an unauthenticated connection can make the server hold.
+    largest_body = max(config.limits.max_body_bytes, config.limits.max_upload_bytes, CLAIM_BODY_BYTES)
+    server = create_transport(
+        app, make_gate(config.limits, tokens), threads=max(config.threads, config.limits.slots + 2),
+        connection_limit=fd_budget(CONNECTION_BUDGET), host=config.host, port=config.port,
+        max_request_body_size=largest_body + 1, max_request_header_size=MAX_HEADER_BYTES,
+        ident="pod-sandbox-executor", channel_timeout=600, clear_untrusted_proxy_headers=True,
     )
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 from . import cleanslate, child, fastfork, handoff, heapfile, isolation, prefault, seeding, spawn
 from .config import Config
-from .datacache import DatasetCache
+from .datacache import DatasetCache, VetLimits
 
 log = logging.getLogger("pod_sandbox.zygote")
 STOP_GRACE_S = 2.0
@@ -79,7 +79,8 @@ class Zygote:
         self.sock = sock
         self.protected_pids = protected_pids
         self.shared_before = shared_before or {}
-        self.cache = DatasetCache(config.data_dir, config.dataset_cache_bytes)
+        self.cache = DatasetCache(config.data_dir, config.dataset_cache_bytes, VetLimits(
+            memory_bytes=config.limits.memory_limit_bytes, max_processes=config.limits.max_processes))
         self.children: dict[int, str] = {}      # pid -> scratch directory
         self.to_remove: list[str] = []
         self.pending_forks = 0
