@@ -176,3 +176,31 @@ def test_a_result_frame_nested_past_the_interpreter_is_a_result_error_not_a_cras
 
     status, _result, error = decide({}, b"[" * 100_000 + b"]" * 100_000, 5.0, 1 << 20)
     assert (status, error["type"]) == ("error", "ResultError")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+@pytest.mark.parametrize("codec", [c for c in CODECS if c != "NONE"])
+def test_a_page_header_that_understates_its_size_is_refused_by_the_codec_not_overflowed(codec):
+    """What makes the page walk a bound: pyarrow decompresses into the declared size and no more.
+
+    (Uncompressed pages are their bytes in the file: bounded by the file.)
+    """
+    raw = bytearray(h.page_bomb(2 * MIB, codec))
+    chunk = pq.ParquetFile(io.BytesIO(bytes(raw))).metadata.row_group(0).column(0)
+    start = chunk.data_page_offset
+    page = parquet_guard.read_page_header(memoryview(bytes(raw)), start, start + chunk.total_compressed_size)
+    declared, lie = _varint(page.uncompressed << 1), _varint((page.uncompressed - 1000) << 1)  # zigzag
+    assert len(declared) == len(lie)
+    at = bytes(raw).index(declared, start)
+    raw[at:at + len(lie)] = lie
+    with pytest.raises(Exception, match="(?i)decompress|buffer|corrupt|fail") as info:
+        parquet_guard.read_frame(bytes(raw), DEFAULT_LIMITS)
+    assert not isinstance(info.value, MemoryError)

@@ -8,9 +8,14 @@ Nothing is allocated for the data before it is bounded:
    declared sizes checked: pyarrow decompresses a page into a buffer of the size the header
    declares and refuses any other outcome, so bounding those sizes bounds decompression in
    every codec (a "bomb" can only declare what it expands to);
-4. string and binary columns are read as dictionaries (indices and distinct values, both
-   bounded by the pages), their size once materialised is computed from the dictionary, and
-   only then are they decoded and converted to pandas.
+4. the frame's size in pandas is estimated from the types and counts (fixed-width cells,
+   boxed cells for dates, decimals and nested values, a bound on text from its pages); string
+   and binary columns whose bound does not fit are read as dictionaries (indices and distinct
+   values, both bounded by the pages), their size once decoded computed from the dictionary,
+   and only then are they decoded and converted to pandas.
+
+``tests/test_answer_limits.py`` checks the page walk against pyarrow's own sizes and that every
+codec refuses a page header that understates its size.
 """
 
 from __future__ import annotations
@@ -187,11 +192,17 @@ def _type_cost(arrow_type: Any, depth: int, limits: AnswerLimits, name: str) -> 
     return 9  # numbers, booleans, timestamps, durations: 8 bytes and a mask bit
 
 
-def _walk_pages(data: memoryview, meta: Any, limits: AnswerLimits) -> tuple[int, list[int]]:
-    """Check every page header; return the bytes decompression allocates and each leaf's values."""
+def _walk_pages(data: memoryview, meta: Any, limits: AnswerLimits) -> tuple[int, list[int], list[int]]:
+    """Check every page header.
+
+    Returns the bytes decompression allocates, each leaf column's number of values, and a bound
+    on each leaf's bytes once decoded (a dictionary-encoded chunk: its values times its whole
+    dictionary page, an upper bound; else its pages).
+    """
     footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
     total = 0
     leaf_values = [0] * meta.num_columns
+    leaf_bound = [0] * meta.num_columns
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for c in range(group.num_columns):
@@ -207,7 +218,7 @@ def _walk_pages(data: memoryview, meta: Any, limits: AnswerLimits) -> tuple[int,
             end = start + chunk.total_compressed_size
             if start < 4 or chunk.total_compressed_size < 0 or end > footer_start:
                 raise LimitExceeded(FIELD, f"{where}: the column chunk lies outside the file")
-            pos, values = start, 0
+            pos, values, dictionary, plain = start, 0, 0, 0
             try:
                 while pos < end and values < chunk.num_values:
                     page = read_page_header(data, pos, end)
@@ -217,6 +228,9 @@ def _walk_pages(data: memoryview, meta: Any, limits: AnswerLimits) -> tuple[int,
                     total += page.uncompressed
                     if page.page_type in (_DATA_PAGE, _DATA_PAGE_V2):
                         values += page.num_values
+                        plain += page.uncompressed
+                    elif page.page_type == _DICTIONARY_PAGE:
+                        dictionary = max(dictionary, page.uncompressed)
                     if total > limits.max_frame_bytes:
                         raise LimitExceeded(
                             FIELD, f"{where}: pages decompress to more than {limits.max_frame_bytes} bytes",
@@ -224,7 +238,8 @@ def _walk_pages(data: memoryview, meta: Any, limits: AnswerLimits) -> tuple[int,
             except _Malformed as exc:
                 raise LimitExceeded(FIELD, f"{where}: {exc}") from None
             leaf_values[c] += values
-    return total, leaf_values
+            leaf_bound[c] += values * dictionary + plain
+    return total, leaf_values, leaf_bound
 
 
 def _check_metadata(pf: Any, limits: AnswerLimits) -> None:
@@ -255,7 +270,7 @@ def read_frame(raw: bytes, limits: AnswerLimits) -> Any:
     _check_metadata(pf, limits)
     schema = pf.schema_arrow
     rows = pf.metadata.num_rows
-    page_bytes, leaf_values = _walk_pages(memoryview(raw), pf.metadata, limits)
+    page_bytes, leaf_values, leaf_bound = _walk_pages(memoryview(raw), pf.metadata, limits)
     if sum(leaf_values) > limits.max_cells:
         raise LimitExceeded(FIELD, f"{sum(leaf_values)} values in the pages, at most {limits.max_cells}",
                             "max_cells")
@@ -274,9 +289,14 @@ def read_frame(raw: bytes, limits: AnswerLimits) -> Any:
     if estimate > limits.max_frame_bytes:
         raise LimitExceeded(FIELD, f"the frame would take about {estimate} bytes, at most {limits.max_frame_bytes}",
                             "max_frame_bytes")
-    top_level = {col.split(".")[0] for col in measured}
-    table = pq.ParquetFile(io.BytesIO(raw), read_dictionary=sorted(top_level), **opts).read(
-        use_pandas_metadata=True)
+    # Text whose bound from the pages fits needs no measuring; the rest is read as dictionaries.
+    leaf_of = {pf.metadata.schema.column(c).path: c for c in range(pf.metadata.num_columns)}
+    unknown = limits.max_frame_bytes + 1  # a name that is not one leaf: measure it
+    bounded = fixed + sum(OBJECT_CELL_BYTES * rows + (leaf_bound[leaf_of[n]] if n in leaf_of else unknown)
+                          for n in measured)
+    if bounded <= limits.max_frame_bytes:
+        measured = []
+    table = pq.ParquetFile(io.BytesIO(raw), read_dictionary=measured, **opts).read(use_pandas_metadata=True)
     if table.num_rows != rows:
         raise LimitExceeded(FIELD, f"{table.num_rows} rows read where the metadata declares {rows}")
     strings = 0
