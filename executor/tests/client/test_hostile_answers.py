@@ -69,7 +69,7 @@ def _cases() -> dict[str, tuple[Any, str, str]]:
         "json_not_json": (h.raw_json("{'status': 'ok'"), REFUSED, "not JSON"),
         # numbers and types the pod reports
         "rss_1e18": (h.json_answer(ok(peak_rss_bytes=huge)), REFUSED, "max_peak_rss_bytes"),
-        "rss_negative": (h.json_answer(ok(peak_rss_bytes=-1)), REFUSED, "max_peak_rss_bytes"),
+        "rss_negative": (h.json_answer(ok(peak_rss_bytes=-1)), REFUSED, "minimum of 0"),
         "rss_float": (h.json_answer(ok(peak_rss_bytes=1.5)), REFUSED, "peak_rss_bytes"),
         "rss_string": (h.json_answer(ok(peak_rss_bytes="1")), REFUSED, "peak_rss_bytes"),
         "rss_bool": (h.json_answer(ok(peak_rss_bytes=True)), REFUSED, "peak_rss_bytes"),
