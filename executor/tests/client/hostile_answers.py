@@ -3,7 +3,7 @@
 Each answer is one class of forgery: inflated Parquet metadata, decompression bombs, nesting,
 giant numbers, wrong types and ranges, truncated or endless bodies, huge headers, slow-loris.
 :class:`HostileSandbox` answers every ``POST /v1/execute`` with the forgery named in the
-request's ``request_id``-free code (``# case: <name>``), so one server serves a whole suite. The
+code it was sent (``# case: <name>`` or ``case = "<name>"``), so one server serves a whole suite. The
 server speaks raw HTTP over a socket: it can lie in ways ``http.server`` would not let it.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -20,6 +21,8 @@ from typing import Any, Callable, Iterator
 from pod_sandbox import wire
 
 Chunks = Iterator[bytes]
+#: How the code names its forgery: ``# case: <name>`` or ``case = "<name>"``.
+CASE_RE = re.compile(r"case(?:: |\s*=\s*['\"])(\w+)")
 
 
 def response(result: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
@@ -146,7 +149,7 @@ def endless_chunked() -> Chunks:
 class HostileSandbox:
     """A loopback HTTP server answering each execute with the forgery its code names.
 
-    The code sent is ``# case: <name>``; ``cases`` maps names to answer generators (bytes
+    The code sent names the case (:data:`CASE_RE`); ``cases`` maps names to answer generators (bytes
     chunks, written in turn until the client hangs up); the connection is closed after the cases
     in ``close_after`` (cut answers). Other paths answer 200 ``{}``.
     """
@@ -197,8 +200,7 @@ class HostileSandbox:
                 if not request.startswith(b"POST /v1/execute"):
                     conn.sendall(http_answer(b"{}"))
                     continue
-                code = json.loads(body)["code"]
-                case = code.split("# case: ", 1)[1].strip()
+                case = CASE_RE.search(json.loads(body)["code"]).group(1)  # type: ignore[union-attr]
                 for chunk in self.cases[case]():
                     conn.sendall(chunk)
                 if case in self.close_after:

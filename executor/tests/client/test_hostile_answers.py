@@ -213,3 +213,34 @@ def test_the_unbounded_read_of_the_rows_bomb_runs_out_of_memory_under_the_same_l
     path.write_bytes(h.rows_bomb())
     outcome = worker.ask({"baseline": str(path)}, 120)
     assert outcome["error"] in ("MemoryError", "ArrowMemoryError", "the client process died"), outcome
+
+
+def test_pandasais_agent_reports_a_refused_answer_and_keeps_running(hostile):
+    """Through PandasAI's own Agent: its retry, then ``ErrorResponse``; no exception, no crash."""
+    pai = pytest.importorskip("pandasai")
+    import pandas as pd  # noqa: PLC0415
+    from pandasai import Agent  # noqa: PLC0415
+    from pandasai.llm.base import LLM  # noqa: PLC0415
+
+    from pod_sandbox.client import KubernetesSandbox  # noqa: PLC0415
+
+    class StubLLM(LLM):
+        calls = 0
+
+        @property
+        def type(self) -> str:
+            return "stub"
+
+        def call(self, instruction, context=None) -> str:  # noqa: ANN001 - PandasAI's signature
+            StubLLM.calls += 1
+            return (f"```python\ncase = 'parquet_rows_bomb'\ndf = execute_sql_query('SELECT a FROM {table}')\n"
+                    "result = {'type': 'dataframe', 'value': df}\n```")
+
+    frame = pai.DataFrame(pd.DataFrame({"a": [1, 2]}))
+    table = frame.schema.name
+    with KubernetesSandbox(connection="url", url=hostile.url, token="t" * 43, echo_output=False) as box:
+        agent = Agent(frame, config={"llm": StubLLM(), "max_retries": 1}, sandbox=box)
+        answer = agent.chat("anything")
+    assert type(answer).__name__ == "ErrorResponse", answer
+    assert "max_rows" in str(answer.error)
+    assert StubLLM.calls == 2  # PandasAI asked the LLM to fix the code once, as for any failure
