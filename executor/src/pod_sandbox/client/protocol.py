@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 from urllib.parse import quote
@@ -109,10 +110,12 @@ class ExecutorClient:
         """``POST /v1/execute``; returns the validated response object.
 
         The HTTP read timeout is the execution timeout plus a margin: the executor kills the
-        code at ``timeout_s`` and answers ``status: timeout`` itself.
+        code at ``timeout_s`` and answers ``status: timeout`` itself. Waiting on a busy executor
+        (HTTP 429) stops after ``BUSY_RETRIES`` tries or that same time in ``Retry-After`` delays.
         """
         payload = request.to_json()
         read_timeout = request.timeout_s + 15.0
+        waited = 0.0
         for _ in range(BUSY_RETRIES):
             resp = self.http.json_request("POST", "/v1/execute", payload, timeout_s=read_timeout)
             if resp.status != 429:
@@ -121,7 +124,13 @@ class ExecutorClient:
                 delay = float(resp.headers.get("retry-after", "0.1"))
             except ValueError:
                 delay = 0.1
-            self._sleep(min(max(delay, 0.05), 5.0))
+            if not math.isfinite(delay):  # the header is the sandbox's: "nan" must not reach sleep()
+                delay = 0.1
+            delay = min(max(delay, 0.05), 5.0)
+            waited += delay
+            if waited > read_timeout:
+                raise SandboxConnectionError(f"executor stayed busy (HTTP 429) for {waited - delay:.1f} s")
+            self._sleep(delay)
         else:
             raise SandboxConnectionError(f"executor stayed busy (HTTP 429) for {BUSY_RETRIES} tries")
         self._check(resp, "execute")
