@@ -204,3 +204,10 @@ def test_a_page_header_that_understates_its_size_is_refused_by_the_codec_not_ove
     with pytest.raises(Exception, match="(?i)decompress|buffer|corrupt|fail") as info:
         parquet_guard.read_frame(bytes(raw), DEFAULT_LIMITS)
     assert not isinstance(info.value, MemoryError)
+
+
+@pytest.mark.parametrize("key", ["column_indexes", "columns"])
+@pytest.mark.parametrize("dtype", ["S1000000000", "U1000000000", "V1000000000"])
+def test_pandas_metadata_naming_a_huge_dtype_is_refused_before_pandas_casts(key, dtype):
+    with pytest.raises(LimitExceeded, match="pandas metadata"):
+        parquet_guard.read_frame(h.pandas_metadata_dtype(key, dtype, columns=3), DEFAULT_LIMITS)

@@ -312,4 +312,25 @@ def read_frame(raw: bytes, limits: AnswerLimits) -> Any:
                                 f"{limits.max_frame_bytes} bytes once its text is decoded", "max_frame_bytes")
     if measured:
         table = table.cast(schema)
+    _check_pandas_metadata(schema, limits)
     return table.to_pandas()
+
+
+def _check_pandas_metadata(schema: Any, limits: AnswerLimits) -> None:
+    """pandas casts column labels and cells to the dtypes its metadata names: only small ones.
+
+    (``column_indexes`` naming ``S1000000000`` made pandas allocate 1 GB per column label.)
+    """
+    from .wire import loads, small_cell_dtype  # noqa: PLC0415
+
+    text = (schema.metadata or {}).get(b"pandas")
+    if text is None:
+        return
+    meta = loads(text, limits, f"{FIELD} pandas metadata")
+    entries = [e for key in ("columns", "column_indexes") for e in (meta.get(key) or [])] if isinstance(meta, dict) else []
+    for entry in entries:
+        dtype = entry.get("numpy_type") if isinstance(entry, dict) else None
+        if dtype is not None and dtype != "object" and not small_cell_dtype(dtype):
+            name = str(entry.get("name"))[:80]
+            raise LimitExceeded(FIELD, f"pandas metadata: column {name!r} names dtype {str(dtype)[:40]!r} "
+                                "(a cell of at most 16 bytes is accepted)")

@@ -352,7 +352,7 @@ def _json_split_frame(value: Mapping[str, Any], limits: AnswerLimits) -> Any:
     if not isinstance(dtypes, Mapping):
         raise WireError("result.value.dtypes", "must be an object")
     for col, dtype in dtypes.items():
-        if col in frame.columns and _safe_dtype(dtype):
+        if col in frame.columns and small_cell_dtype(dtype):
             try:
                 frame[col] = frame[col].astype(dtype)
             except (TypeError, ValueError):
@@ -360,8 +360,8 @@ def _json_split_frame(value: Mapping[str, Any], limits: AnswerLimits) -> Any:
     return frame
 
 
-def _safe_dtype(name: Any) -> bool:
-    """True for a dtype whose cells cost at most 16 bytes (no ``S1000000000``-style bombs)."""
+def small_cell_dtype(name: Any) -> bool:
+    """True for a dtype name whose cells cost at most 16 bytes (no ``S1000000000``-style bombs)."""
     import numpy as np  # noqa: PLC0415
     from pandas.api.types import pandas_dtype  # noqa: PLC0415
 

@@ -114,6 +114,16 @@ def leaves_bomb(leaves: int = 60_000_000) -> bytes:
     return parquet(pa.table({"l": column}))
 
 
+def pandas_metadata_dtype(key: str = "column_indexes", dtype: str = "S1000000000", columns: int = 100) -> bytes:
+    """Tiny data whose pandas metadata tells pandas to cast to a 1 GB-a-cell dtype."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    table = pa.Table.from_pandas(__import__("pandas").DataFrame({f"c{i}": [0] for i in range(columns)}))
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    meta[key][0].update(numpy_type=dtype, pandas_type="unicode")
+    return parquet(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}))
+
+
 def deep_type(depth: int = 20) -> bytes:
     import pyarrow as pa  # noqa: PLC0415
 

@@ -100,6 +100,8 @@ def _cases() -> dict[str, tuple[Any, str, str]]:
         "parquet_gzip_bomb": (lambda: h.frame_answer(h.page_bomb(300 << 20, "gzip"))(), REFUSED,
                               "max_frame_bytes"),
         "parquet_leaves_bomb": (lambda: h.frame_answer(h.leaves_bomb())(), REFUSED, "max_cells"),
+        "parquet_pandas_metadata_dtype": (lambda: h.frame_answer(h.pandas_metadata_dtype())(), REFUSED,
+                                          "pandas metadata"),
         "parquet_deep_type": (lambda: h.frame_answer(h.deep_type())(), REFUSED, "max_type_depth"),
         "parquet_garbage": (h.frame_answer(b"PAR1" + os.urandom(4096) + b"PAR1"), REFUSED, "result"),
         "parquet_truncated": (lambda: h.frame_answer(h.columns_bomb(10)[:-30])(), REFUSED, "result"),
