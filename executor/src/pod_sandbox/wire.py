@@ -61,6 +61,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .limits import DEFAULT_LIMITS, AnswerLimits, LimitExceeded
+
 API_VERSION = "1"
 STATUSES = ("ok", "error", "timeout", "memory", "killed")
 RESULT_TYPES = ("number", "string", "dataframe", "plot", "none")
@@ -280,38 +282,118 @@ def encode_dataframe(obj: Any) -> dict[str, Any]:
         return {"encoding": "json-split", "data": json.loads(text), **meta}
 
 
-def decode_dataframe(value: Mapping[str, Any]) -> Any:
-    """Turn a ``dataframe`` result value back into a pandas DataFrame or Series."""
-    import pandas as pd  # noqa: PLC0415 - lazy
+def decode_dataframe(value: Mapping[str, Any], limits: AnswerLimits = DEFAULT_LIMITS) -> Any:
+    """Turn a ``dataframe`` result value back into a pandas DataFrame or Series, within ``limits``.
 
+    Sizes, counts and types are checked from the Parquet metadata and page headers (or the JSON
+    already parsed within the limits) before anything is allocated for the data; a value that
+    breaks a limit raises :class:`~pod_sandbox.limits.LimitExceeded` naming it.
+    """
     if not isinstance(value, Mapping):
         raise WireError("result.value", "a dataframe result needs an object")
     encoding = value.get("encoding")
     if encoding == "parquet+base64":
-        data = value.get("data")
-        if not isinstance(data, str):
-            raise WireError("result.value.data", "must be base64 text")
-        frame = pd.read_parquet(io.BytesIO(base64.b64decode(data)), engine="pyarrow")
+        from .parquet_guard import read_frame  # noqa: PLC0415 - lazy (pyarrow)
+
+        frame = read_frame(_b64decode(value.get("data"), "result.value.data", limits), limits)
     elif encoding == "json-split":
-        data = value.get("data")
-        if not isinstance(data, Mapping):
-            raise WireError("result.value.data", "must be an object (orient=split)")
-        frame = pd.DataFrame(
-            data.get("data", []), index=data.get("index"), columns=data.get("columns")
-        )
-        for col, dtype in (value.get("dtypes") or {}).items():
-            if col in frame.columns:
-                try:
-                    frame[col] = frame[col].astype(dtype)
-                except (TypeError, ValueError):
-                    pass
+        frame = _json_split_frame(value, limits)
     else:
-        raise WireError("result.value.encoding", f"unknown encoding {encoding!r}")
+        raise WireError("result.value.encoding", f"unknown encoding {encoding!r:.40}")
+    shape = value.get("shape")
+    if isinstance(shape, list) and shape and shape[0] != len(frame):
+        raise WireError("result.value.shape", f"declares {shape[0]!r:.40} rows, the data has {len(frame)}")
     if value.get("kind") == "series":
+        if frame.shape[1] < 1:
+            raise WireError("result.value.kind", "a series needs one column")
         series = frame.iloc[:, 0]
-        series.name = value.get("name")
+        name = value.get("name")
+        series.name = name if name is None or isinstance(name, str) else str(name)[:200]
         return series
     return frame
+
+
+def _b64decode(data: Any, field_name: str, limits: AnswerLimits) -> bytes:
+    """Base64 text to bytes, its length bounded before decoding."""
+    if not isinstance(data, str):
+        raise WireError(field_name, "must be base64 text")
+    if len(data) > limits.max_base64_chars:
+        raise LimitExceeded(field_name, f"{len(data)} base64 characters, at most {limits.max_base64_chars}",
+                            "max_base64_chars")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise WireError(field_name, f"invalid base64 ({exc})") from None
+
+
+def _json_split_frame(value: Mapping[str, Any], limits: AnswerLimits) -> Any:
+    import pandas as pd  # noqa: PLC0415 - lazy
+
+    data = value.get("data")
+    if not isinstance(data, Mapping):
+        raise WireError("result.value.data", "must be an object (orient=split)")
+    rows, columns, index = data.get("data", []), data.get("columns"), data.get("index")
+    for name, part in (("data", rows), ("columns", columns), ("index", index)):
+        if part is not None and not isinstance(part, list):
+            raise WireError(f"result.value.data.{name}", "must be a list")
+    width = len(columns) if columns is not None else max((len(r) for r in rows if isinstance(r, list)), default=0)
+    for n, limit in ((len(rows), "max_rows"), (width, "max_columns"), (len(rows) * width, "max_cells")):
+        if n > getattr(limits, limit):
+            raise LimitExceeded("result.value.data", f"{n} declared, at most {getattr(limits, limit)}", limit)
+    if any(not isinstance(r, list) or len(r) != width for r in rows):
+        raise WireError("result.value.data.data", f"every row must be a list of {width} values")
+    if index is not None and len(index) != len(rows):
+        raise WireError("result.value.data.index", f"{len(index)} labels for {len(rows)} rows")
+    try:
+        frame = pd.DataFrame(rows, index=index, columns=columns)
+    except (TypeError, ValueError) as exc:
+        raise WireError("result.value.data", f"not a frame: {exc}") from None
+    dtypes = value.get("dtypes") or {}
+    if not isinstance(dtypes, Mapping):
+        raise WireError("result.value.dtypes", "must be an object")
+    for col, dtype in dtypes.items():
+        if col in frame.columns and small_cell_dtype(dtype):
+            try:
+                frame[col] = frame[col].astype(dtype)
+            except (TypeError, ValueError):
+                pass
+    return frame
+
+
+def small_cell_dtype(name: Any) -> bool:
+    """True for a dtype name whose cells cost at most 16 bytes (no ``S1000000000``-style bombs)."""
+    import numpy as np  # noqa: PLC0415
+    from pandas.api.types import pandas_dtype  # noqa: PLC0415
+
+    if not isinstance(name, str) or len(name) > 100:
+        return False
+    try:
+        dtype = pandas_dtype(name)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(dtype, np.dtype) or (dtype.kind not in "SUV" and dtype.itemsize <= 16)
+
+
+def check_png(data_uri: str, limits: AnswerLimits = DEFAULT_LIMITS) -> None:
+    """Check a plot result's PNG from its IHDR header (no pixel decoded); raise :class:`WireError`."""
+    field_name = "result.value"
+    text = data_uri[len(PNG_DATA_URI_PREFIX):]
+    if len(text) > limits.max_base64_chars:
+        raise LimitExceeded(field_name, f"{len(text)} base64 characters, at most {limits.max_base64_chars}",
+                            "max_base64_chars")
+    try:
+        head = base64.b64decode(text[:44], validate=True)  # 33 bytes: magic + the IHDR chunk
+    except (ValueError, TypeError):
+        raise WireError(field_name, "invalid base64") from None
+    if len(head) < 33 or not head.startswith(PNG_MAGIC) or head[8:16] != b"\x00\x00\x00\rIHDR":
+        raise WireError(field_name, "not a PNG (no signature and IHDR header)")
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    for side, what in ((width, "width"), (height, "height")):
+        if not 0 < side <= limits.max_plot_side:
+            raise LimitExceeded(field_name, f"PNG {what} {side} px, at most {limits.max_plot_side}", "max_plot_side")
+    if width * height > limits.max_plot_pixels:
+        raise LimitExceeded(field_name, f"PNG of {width}x{height} px, at most {limits.max_plot_pixels} pixels",
+                            "max_plot_pixels")
 
 
 def encode_plot(value: Any, *, cwd: str | None = None) -> str:
@@ -403,24 +485,99 @@ def validate_result(obj: Any) -> dict[str, Any]:
     return obj
 
 
-def decode_result(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a wire result into PandasAI's ``{"type": ..., "value": ...}`` with live objects."""
+def decode_result(obj: Mapping[str, Any], limits: AnswerLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Turn a wire result into PandasAI's ``{"type": ..., "value": ...}`` with live objects.
+
+    The result is untrusted (it comes from the sandbox): every payload is bounded by ``limits``
+    before it is decoded; :class:`~pod_sandbox.limits.LimitExceeded` names the field and limit.
+    """
+    if not isinstance(obj, Mapping):
+        raise WireError("result", 'must be an object with exactly "type" and "value"')
     validate_result(dict(obj))
     rtype = obj["type"]
     value = obj["value"]
     if rtype == "number":
         return {"type": "number", "value": _decode_number(value)}
     if rtype == "dataframe":
-        return {"type": "dataframe", "value": decode_dataframe(value)}
+        return {"type": "dataframe", "value": decode_dataframe(value, limits)}
+    if rtype == "plot":
+        check_png(value, limits)
     return {"type": rtype, "value": value}
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers from the sandbox: JSON parsed within limits
+
+
+def loads(data: bytes, limits: AnswerLimits = DEFAULT_LIMITS, field_name: str = "response") -> Any:
+    """Parse an answer's JSON body, bounded before and while parsing.
+
+    Size and the number of scalars (commas and colons, counted without parsing) are checked
+    first; numbers are refused past ``max_number_digits`` digits or when not finite (``NaN``,
+    ``Infinity``, ``1e999``); nesting past ``max_json_depth`` is refused.
+    """
+    if len(data) > limits.max_response_bytes:
+        raise LimitExceeded(field_name, f"{len(data)} bytes, at most {limits.max_response_bytes}",
+                            "max_response_bytes")
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    values = raw.count(b",") + raw.count(b":") + 1
+    if values > limits.max_json_values:
+        raise LimitExceeded(field_name, f"up to {values} JSON values, at most {limits.max_json_values}",
+                            "max_json_values")
+    digits = limits.max_number_digits
+
+    def number(text: str) -> Any:
+        if len(text) > digits:
+            raise LimitExceeded(field_name, f"a number of {len(text)} characters, at most {digits}",
+                                "max_number_digits")
+        if "." in text or "e" in text or "E" in text:
+            value = float(text)
+            if not math.isfinite(value):
+                raise LimitExceeded(field_name, f"number {text[:40]} is not finite")
+            return value
+        return int(text)
+
+    def constant(text: str) -> Any:
+        raise LimitExceeded(field_name, f"{text} is not JSON (non-finite numbers travel as strings)")
+
+    try:
+        obj = json.loads(raw, parse_int=number, parse_float=number, parse_constant=constant)
+    except RecursionError:
+        raise LimitExceeded(field_name, f"JSON nested deeper than {limits.max_json_depth}",
+                            "max_json_depth") from None
+    except LimitExceeded:
+        raise
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise WireError(field_name, f"not JSON: {str(exc)[:200]}") from None
+    if raw.count(b"[") + raw.count(b"{") > limits.max_json_depth:
+        _check_depth(obj, limits.max_json_depth, field_name)
+    return obj
+
+
+def _check_depth(obj: Any, limit: int, field_name: str) -> None:
+    stack = [(obj, 1)] if isinstance(obj, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            raise LimitExceeded(field_name, f"JSON nested deeper than {limit}", "max_json_depth")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
 
 
 # ----------------------------------------------------------------------------------------------
 # Responses
 
 
-def validate_execute_response(obj: Any) -> dict[str, Any]:
-    """Check an execute response's shape; raise :class:`WireError` naming the first bad field."""
+def validate_execute_response(
+    obj: Any,
+    limits: AnswerLimits = DEFAULT_LIMITS,
+    request: ExecuteRequest | None = None,
+) -> dict[str, Any]:
+    """Check an execute response's shape and numbers; raise :class:`WireError` naming the first bad field.
+
+    With the ``request`` it answers, the output streams are held to the ``max_output_bytes`` it
+    asked for and ``duration_ms`` to its ``timeout_s`` (plus ``limits.duration_grace_ms``).
+    """
     if not isinstance(obj, dict):
         raise WireError("response", "must be a JSON object")
     if obj.get("status") not in STATUSES:
@@ -429,18 +586,37 @@ def validate_execute_response(obj: Any) -> dict[str, Any]:
     for key in ("stdout", "stderr"):
         if not isinstance(obj.get(key), str):
             raise WireError(key, "must be a string")
+        if request is not None and len(obj[key]) > request.max_output_bytes:
+            raise LimitExceeded(key, f"{len(obj[key])} characters where the request allowed "
+                                f"max_output_bytes={request.max_output_bytes}")
     for key in ("stdout_truncated", "stderr_truncated"):
         if not isinstance(obj.get(key), bool):
             raise WireError(key, "must be a boolean")
     error = obj.get("error")
     if error is not None and not (
         isinstance(error, dict) and all(isinstance(error.get(k), str) for k in ("type", "message", "traceback"))
+        and isinstance(error.get("query", ""), str)
     ):
         raise WireError("error", "must be null or {type, message, traceback} strings")
     if obj["status"] != "ok" and error is None:
         raise WireError("error", "must be set when status is not ok")
-    if not _is_number(obj.get("duration_ms")):
-        raise WireError("duration_ms", "must be a number")
-    if not isinstance(obj.get("peak_rss_bytes"), int) or isinstance(obj.get("peak_rss_bytes"), bool):
+    for key in ("type", "message", "traceback", "query"):
+        if error is not None and len(error.get(key, "")) > limits.max_error_chars:
+            raise LimitExceeded(f"error.{key}", f"{len(error[key])} characters, at most {limits.max_error_chars}",
+                                "max_error_chars")
+    duration: Any = obj.get("duration_ms")
+    if not _is_number(duration) or not math.isfinite(duration) or duration < 0:
+        raise WireError("duration_ms", "must be a finite number >= 0")
+    if request is not None and duration > request.timeout_s * 1000 + limits.duration_grace_ms:
+        raise LimitExceeded("duration_ms", f"{duration:.6g} ms for an execution with timeout_s={request.timeout_s:g}",
+                            "duration_grace_ms")
+    rss = obj.get("peak_rss_bytes")
+    if not isinstance(rss, int) or isinstance(rss, bool):
         raise WireError("peak_rss_bytes", "must be an integer")
+    if not 0 <= rss <= limits.max_peak_rss_bytes:
+        raise LimitExceeded("peak_rss_bytes", f"{rss} is outside 0..{limits.max_peak_rss_bytes}",
+                            "max_peak_rss_bytes")
+    request_id = obj.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > REQUEST_ID_MAX):
+        raise WireError("request_id", f"must be null or a string of at most {REQUEST_ID_MAX} chars")
     return obj

@@ -39,7 +39,7 @@ from pod_sandbox.client.sandbox import raise_for_status
 
 pandasai_exceptions = pytest.importorskip("pandasai.exceptions")
 
-PNG = wire.PNG_MAGIC + b"\x00\x00\x00\rIHDR" + b"\x00" * 40
+PNG = wire.PNG_MAGIC + b"\x00\x00\x00\rIHDR" + (64).to_bytes(4, "big") * 2 + b"\x08\x06" + b"\x00" * 34
 
 
 def response(status: str = "ok", result: Any = None, error: Any = None, **extra: Any) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def test_malformed_execute_response_is_a_protocol_error(fake_executor):
         return True
 
     fake_executor.hooks["POST /v1/execute"] = bad
-    with pytest.raises(SandboxProtocolError, match="malformed response: status"):
+    with pytest.raises(SandboxProtocolError, match="malformed response: response: 'result' is a required"):
         client.execute(wire.ExecuteRequest(code="x", timeout_s=1, max_output_bytes=1))
 
 

@@ -26,10 +26,12 @@ package's README.md. Leaked pods: ``activeDeadlineSeconds`` from the template, a
 ``pod-sandbox-reaper`` / ``playbooks/reap.yml``.
 """
 
+from ..limits import AnswerLimits
 from .errors import (
     KubernetesAPIError,
     NoResultError,
     PodTemplateError,
+    SandboxAnswerRefused,
     SandboxConnectionError,
     SandboxError,
     SandboxExecutionError,
@@ -44,10 +46,12 @@ from .errors import (
 from .sandbox import KubernetesSandbox
 
 __all__ = [
+    "AnswerLimits",
     "KubernetesAPIError",
     "KubernetesSandbox",
     "NoResultError",
     "PodTemplateError",
+    "SandboxAnswerRefused",
     "SandboxConnectionError",
     "SandboxError",
     "SandboxExecutionError",

@@ -56,6 +56,21 @@ class SandboxProtocolError(SandboxError):
         self.body = body
 
 
+class SandboxAnswerRefused(SandboxProtocolError, CodeExecutionError):
+    """The sandbox's answer was refused before it was used: malformed, or beyond ``AnswerLimits``.
+
+    The sandbox is not trusted, so its answer is checked (sizes, counts, nesting, numbers, types)
+    before the client allocates for it. A PandasAI ``CodeExecutionError``: the Agent retries and
+    then answers with its ``ErrorResponse``; the host process is not harmed. ``field`` names the
+    part of the answer, ``limit`` the ``AnswerLimits`` attribute that refused it (or "").
+    """
+
+    def __init__(self, message: str, field: str = "", limit: str = "", status: int | None = None) -> None:
+        super().__init__(message, status)
+        self.field = field
+        self.limit = limit
+
+
 class PodTraceback(Exception):
     """The traceback of the code inside the pod, as text: the cause of a :class:`SandboxExecutionError`.
 

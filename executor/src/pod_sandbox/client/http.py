@@ -1,8 +1,15 @@
-"""One kept-alive HTTP/1.1 connection to an executor, read by Content-Length, never to EOF."""
+"""One kept-alive HTTP/1.1 connection to an executor, read by Content-Length, never to EOF.
+
+The executor is not trusted: every answer is read within a deadline (the whole answer, not each
+``recv``: a server dribbling a byte at a time still ends at the deadline) and a size cap checked
+from ``Content-Length`` before the body is read (chunked bodies: while reading). The status line
+and headers are bounded by ``http.client`` itself (65,536 bytes a line, 100 headers).
+"""
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 import threading
@@ -10,7 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import SandboxConnectionError, SandboxProtocolError
+from .. import wire
+from ..limits import DEFAULT_LIMITS, AnswerLimits, LimitExceeded
+from .errors import SandboxAnswerRefused, SandboxConnectionError, SandboxProtocolError
 from .transport import Connector
 
 _DROPPED = (
@@ -30,16 +39,43 @@ class HttpResponse:
     headers: dict[str, str]
     body: bytes
 
-    def json(self) -> Any:
-        """The body as JSON; a protocol error naming the status when it is not JSON."""
+    def json(self, limits: AnswerLimits = DEFAULT_LIMITS) -> Any:
+        """The body as JSON, parsed within ``limits``; a protocol error naming the status when it is not JSON."""
         try:
-            return json.loads(self.body)
-        except ValueError as exc:
+            return wire.loads(self.body, limits)
+        except LimitExceeded as exc:
+            raise SandboxAnswerRefused(f"HTTP {self.status} answer refused: {exc}", exc.field, exc.limit,
+                                       self.status) from None
+        except wire.WireError as exc:
             raise SandboxProtocolError(
                 f"executor answered HTTP {self.status} with a non-JSON body: {self.body[:200]!r}",
                 self.status,
-                self.body.decode("utf-8", "replace"),
+                self.body[:4096].decode("utf-8", "replace"),
             ) from exc
+
+
+class _DeadlineSocket:
+    """The reading side of a socket whose every ``recv`` waits only until one deadline."""
+
+    def __init__(self, sock: Any, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the answer's deadline passed")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer, nbytes)
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _decref_socketios(self) -> None:  # called by SocketIO.close()
+        return None
 
 
 class _ConnectorHTTPConnection(http.client.HTTPConnection):
@@ -54,6 +90,11 @@ class _ConnectorHTTPConnection(http.client.HTTPConnection):
         super().__init__("pod-sandbox", timeout=timeout)
         self._connector = connector
         self._outgoing: list[bytes] | None = None
+        self.deadline = 0.0
+
+    def response_class(self, sock: Any, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:  # type: ignore[override]
+        """The answer, read from the socket within :attr:`deadline`."""
+        return http.client.HTTPResponse(_DeadlineSocket(sock, self.deadline), *args, **kwargs)  # type: ignore[arg-type]
 
     def connect(self) -> None:
         self.sock = self._connector.open(self.timeout)
@@ -94,8 +135,10 @@ class ExecutorHTTP:
         timeout_s: float = 30.0,
         idle_reconnect_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        limits: AnswerLimits = DEFAULT_LIMITS,
     ) -> None:
         self.connector = connector
+        self.limits = limits
         self.token = token
         self.timeout_s = timeout_s
         self.idle_reconnect_s = idle_reconnect_s
@@ -140,9 +183,17 @@ class ExecutorHTTP:
         content_type: str = "application/json",
         timeout_s: float | None = None,
         auth: bool = True,
+        max_bytes: int | None = None,
     ) -> HttpResponse:
-        """Send one request and read its whole answer by Content-Length."""
+        """Send one request and read its whole answer by Content-Length.
+
+        The answer must be complete within ``timeout_s`` of the request being sent and hold at
+        most ``max_bytes`` (default ``limits.max_response_bytes``); else the connection is
+        dropped and :class:`SandboxConnectionError` (late) or :class:`SandboxAnswerRefused`
+        (too large, or not HTTP) is raised.
+        """
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        cap = self.limits.max_response_bytes if max_bytes is None else max_bytes
         headers = {"Connection": "keep-alive", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -161,9 +212,13 @@ class ExecutorHTTP:
                     raise SandboxConnectionError(
                         f"{method} {path} to {self.connector.describe()}: sending failed: {exc!r}"
                     ) from exc
+                conn.deadline = time.monotonic() + timeout
                 try:
                     resp = conn.getresponse()
-                    data = resp.read()
+                    data = self._read_body(resp, cap, f"{method} {path}")
+                except SandboxAnswerRefused:
+                    self._drop()
+                    raise
                 except socket.timeout as exc:
                     self._drop()
                     raise SandboxConnectionError(
@@ -177,13 +232,35 @@ class ExecutorHTTP:
                         f"{method} {path} to {self.connector.describe()}: connection lost "
                         f"before the answer: {exc!r}"
                     ) from exc
+                except http.client.HTTPException as exc:  # LineTooLong, too many headers, ...
+                    self._drop()
+                    raise SandboxAnswerRefused(
+                        f"{method} {path}: answer refused: not a valid HTTP answer: {str(exc)[:200]}",
+                        "headers",
+                    ) from None
                 self._last_used = self._clock()
-                if resp.will_close:
+                if resp.will_close or not resp.isclosed():
                     self._drop()
                 return HttpResponse(
                     resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
                 )
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _read_body(resp: http.client.HTTPResponse, cap: int, what: str) -> bytes:
+        """The body, at most ``cap`` bytes: refused from Content-Length before reading, else while reading."""
+        if resp.length is not None and resp.length > cap:
+            raise SandboxAnswerRefused(
+                f"{what}: answer refused: body: Content-Length {resp.length} exceeds {cap} bytes "
+                "(AnswerLimits.max_response_bytes)", "body", "max_response_bytes", resp.status)
+        data = resp.read(cap + 1)
+        if resp.length:  # read(amt) returns what came before the connection closed
+            raise http.client.IncompleteRead(data, resp.length)
+        if len(data) > cap:
+            raise SandboxAnswerRefused(
+                f"{what}: answer refused: body: more than {cap} bytes (AnswerLimits.max_response_bytes)",
+                "body", "max_response_bytes", resp.status)
+        return data
 
     def json_request(
         self,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 from urllib.parse import quote
 
 from .. import wire
+from .answers import check_execute_response
 from .errors import SandboxConnectionError, SandboxProtocolError, SandboxStartError
 from .http import ExecutorHTTP, HttpResponse
 
@@ -50,7 +52,8 @@ class ExecutorClient:
 
     def health(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """``GET /health``."""
-        return self._check(self.http.request("GET", "/health", timeout_s=timeout_s, auth=False), "health").json()
+        resp = self.http.request("GET", "/health", timeout_s=timeout_s, auth=False)
+        return self._check(resp, "health").json(self.http.limits)
 
     def ready(self, timeout_s: float = 5.0) -> bool:
         """``GET /ready``: True when the executor accepts work."""
@@ -59,7 +62,7 @@ class ExecutorClient:
 
     def info(self) -> dict[str, Any]:
         """``GET /v1/info``: versions and limits."""
-        return self._check(self.http.request("GET", "/v1/info"), "info").json()
+        return self._check(self.http.request("GET", "/v1/info"), "info").json(self.http.limits)
 
     def claim(self, token: str, timeout_s: float = 10.0) -> None:
         """``POST /v1/claim``: set this session's bearer token; the pod is then ours alone."""
@@ -89,9 +92,11 @@ class ExecutorClient:
         self._check(resp, f"upload {name}", ok=(200, 201, 204))
 
     def get_file(self, name: str) -> bytes:
-        """``GET /v1/files/{name}``."""
+        """``GET /v1/files/{name}`` (at most ``AnswerLimits.max_download_bytes``)."""
         wire.validate_file_name(name)
-        return self._check(self.http.request("GET", "/v1/files/" + quote(name, safe="")), f"download {name}").body
+        resp = self.http.request("GET", "/v1/files/" + quote(name, safe=""),
+                                 max_bytes=self.http.limits.max_download_bytes)
+        return self._check(resp, f"download {name}").body
 
     def delete_file(self, name: str) -> None:
         """``DELETE /v1/files/{name}``."""
@@ -105,10 +110,12 @@ class ExecutorClient:
         """``POST /v1/execute``; returns the validated response object.
 
         The HTTP read timeout is the execution timeout plus a margin: the executor kills the
-        code at ``timeout_s`` and answers ``status: timeout`` itself.
+        code at ``timeout_s`` and answers ``status: timeout`` itself. Waiting on a busy executor
+        (HTTP 429) stops after ``BUSY_RETRIES`` tries or that same time in ``Retry-After`` delays.
         """
         payload = request.to_json()
         read_timeout = request.timeout_s + 15.0
+        waited = 0.0
         for _ in range(BUSY_RETRIES):
             resp = self.http.json_request("POST", "/v1/execute", payload, timeout_s=read_timeout)
             if resp.status != 429:
@@ -117,11 +124,14 @@ class ExecutorClient:
                 delay = float(resp.headers.get("retry-after", "0.1"))
             except ValueError:
                 delay = 0.1
-            self._sleep(min(max(delay, 0.05), 5.0))
+            if not math.isfinite(delay):  # the header is the sandbox's: "nan" must not reach sleep()
+                delay = 0.1
+            delay = min(max(delay, 0.05), 5.0)
+            waited += delay
+            if waited > read_timeout:
+                raise SandboxConnectionError(f"executor stayed busy (HTTP 429) for {waited - delay:.1f} s")
+            self._sleep(delay)
         else:
             raise SandboxConnectionError(f"executor stayed busy (HTTP 429) for {BUSY_RETRIES} tries")
-        body = self._check(resp, "execute").json()
-        try:
-            return wire.validate_execute_response(body)
-        except wire.WireError as exc:
-            raise SandboxProtocolError(f"execute: malformed response: {exc}", resp.status) from exc
+        self._check(resp, "execute")
+        return check_execute_response(resp.body, request, self.http.limits, resp.status)

@@ -12,17 +12,18 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .. import wire
+from ..limits import DEFAULT_LIMITS, AnswerLimits
 from . import charts, datasets, output, sqlguard
 from .errors import (
     KubernetesAPIError,
     NoResultError,
     PodTraceback,
+    SandboxAnswerRefused,
     SandboxConnectionError,
     SandboxError,
     SandboxExecutionError,
     SandboxLostError,
     SandboxMemoryError,
-    SandboxProtocolError,
     SandboxQueryRefused,
     SandboxResultError,
     SandboxStartError,
@@ -129,7 +130,9 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     printed output and warnings to this process's ``sys.stdout``/``sys.stderr``;
     ``save_charts`` (default on) writes a chart to the path PandasAI's code saved it to
     (``exports/charts/temp_chart_<uuid>.png``) and answers that path (off: the PNG as a data
-    URI, nothing written on the host). Failures are PandasAI's own exceptions
+    URI, nothing written on the host). The pod's answers are not trusted: each is checked against
+    ``limits`` (:class:`~pod_sandbox.limits.AnswerLimits`: sizes, rows, nesting, numbers) before
+    it is decoded, and one that breaks them is :class:`SandboxAnswerRefused`. Failures are PandasAI's own exceptions
     (``CodeExecutionError``, ``NoResultFoundError``, ``InvalidOutputValueMismatch``).
     """
 
@@ -153,6 +156,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         max_sql_rounds: int = 8,
         echo_output: bool = True,
         save_charts: bool = True,
+        limits: AnswerLimits | None = None,
         kube: KubeApi | None = None,
     ) -> None:
         if _SandboxBase is not object:
@@ -179,6 +183,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         self.max_sql_rounds = max_sql_rounds
         self.echo_output = echo_output
         self.save_charts = save_charts
+        self.limits = DEFAULT_LIMITS if limits is None else limits
         self._verdicts = sqlguard.Verdicts()
         self._kube = kube
         self._own_kube = kube is None
@@ -251,7 +256,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"url must look like http://host:port, got {self.url!r}")
         connector = TcpConnector(parts.hostname, parts.port or 80)
-        http = ExecutorHTTP(connector, token=self.static_token, timeout_s=self.request_timeout_s)
+        http = ExecutorHTTP(connector, token=self.static_token, timeout_s=self.request_timeout_s, limits=self.limits)
         client = ExecutorClient(http)
         try:
             if self.static_token is None:
@@ -287,7 +292,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             timings["ready_s"] = time.perf_counter() - t0
             if connector is None:
                 connector = self._connector(kube, pod, api_port(pod))
-            http = ExecutorHTTP(connector, timeout_s=self.request_timeout_s)
+            http = ExecutorHTTP(connector, timeout_s=self.request_timeout_s, limits=self.limits)
             client = ExecutorClient(http)
             client.claim(token)
             timings["claimed_s"] = time.perf_counter() - t0
@@ -411,12 +416,13 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
             raise exc from (PodTraceback(exc.traceback) if exc.traceback else None)
         raise_for_status(response)
         try:
-            result = wire.decode_result(response["result"])
-        except Exception as exc:  # noqa: BLE001 - the wire's checks, and what pandas/pyarrow refuse
-            raise SandboxProtocolError(
+            result = wire.decode_result(response["result"], self.limits)
+        except Exception as exc:  # noqa: BLE001 - the limits, the wire's checks, what pandas/pyarrow refuse
+            raise SandboxAnswerRefused(
                 f"execute: the executor's {response['result'].get('type')} result could not be "
-                f"decoded: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"decoded: {type(exc).__name__}: {str(exc)[:500]}",
+                getattr(exc, "field", "result"), getattr(exc, "limit", ""),
+            ) from None
         if result["type"] == "none":
             raise NoResultError()
         if result["type"] == "plot" and self.save_charts and tree is not None:

@@ -68,10 +68,14 @@ def decide(header: dict[str, Any], result_bytes: bytes, timeout_s: float, max_re
                     error["query"] = query  # the full text of an unstaged SQL query
             else:
                 error = None
-            if not header.get("peak_rss_bytes") and isinstance(reported.get("peak_rss_bytes"), int):
-                header["peak_rss_bytes"] = reported["peak_rss_bytes"]  # answered before the reap
+            rss = reported.get("peak_rss_bytes")  # written by the child: user code can forge it
+            if rss is not None and not (isinstance(rss, int) and not isinstance(rss, bool)
+                                        and 0 <= rss <= wire.DEFAULT_LIMITS.max_peak_rss_bytes):
+                raise ValueError(f"peak_rss_bytes {rss!r:.40}")
+            if not header.get("peak_rss_bytes") and rss:
+                header["peak_rss_bytes"] = rss  # answered before the reap
             return status, result, error
-        except (ValueError, KeyError, TypeError, wire.WireError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, wire.WireError) as exc:
             return "error", none, {"type": "ResultError", "traceback": "",
                                    "message": f"the result channel carried an invalid message ({exc})"}
     if sig is not None:
