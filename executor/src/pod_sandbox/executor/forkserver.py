@@ -53,7 +53,7 @@ ZYGOTE_SILENT_S = 1.0
 #: ... and replaced after this long: while it loads datasets, while it starts, otherwise.
 ZYGOTE_LOAD_GRACE_S = 120.0
 ZYGOTE_START_GRACE_S = 30.0
-ZYGOTE_SILENT_KILL_S = 10.0
+ZYGOTE_SILENT_KILL_S = 60.0
 #: Never a file signature: marks a dataset the zygote has not checked yet.
 UNCHECKED: Signature = (-1, -1, -1, -1)
 

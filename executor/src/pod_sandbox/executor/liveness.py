@@ -18,8 +18,9 @@ import time
 BEAT_S = 0.2
 #: A beat older than this: ``/ready`` answers 503 (the fork-server is stopped or stuck).
 STALE_S = 1.0
-#: A beat older than this: ``/health`` answers 503 too, so the liveness probe ends the pod.
-DEAD_S = 10.0
+#: A beat older than this: ``/health`` answers 503 too, so the liveness probe ends the pod (a
+#: pod near its memory limit can stall every process for seconds: that is no reason to end it).
+DEAD_S = 30.0
 
 #: The zygote's states, as the fork-server sees them.
 ZYGOTE_OK, ZYGOTE_STARTING, ZYGOTE_SILENT, ZYGOTE_GONE = 0, 1, 2, 3
