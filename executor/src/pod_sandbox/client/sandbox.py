@@ -121,6 +121,12 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     such as ``"pandasai.io/size=large"``) narrows which warm pods this client may claim, for
     namespaces that keep several pools; ``warm_min_lifetime_s`` skips pods about to expire.
 
+    Fail fast: ``start()`` raises :class:`SandboxStartError` as soon as the scheduler or the
+    kubelet has refused the pod (unschedulable: Insufficient cpu, an untolerated taint; quota or
+    admission refusal; image pull error; crash loop), with the cluster's words and the fix,
+    instead of waiting out ``startup_timeout_s``. ``unschedulable_grace_s`` (default 0) keeps
+    waiting that long on an Unschedulable pod, for clusters whose node autoscaler adds capacity.
+
     Connection modes: ``auto`` (pod IP in a cluster, else port-forward), ``port-forward``,
     ``pod-ip``, and ``url`` (an executor already running at ``url``, e.g. a local one started
     with ``pod-sandbox-executor --claimable``; no pod is created).
@@ -147,6 +153,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         warm_min_lifetime_s: float = 300.0,
         warm_selector: str | None = None,
         startup_timeout_s: float = 120.0,
+        unschedulable_grace_s: float = 0.0,
         timeout_s: float = 30.0,
         request_timeout_s: float = 30.0,
         max_output_bytes: int | None = None,
@@ -173,6 +180,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         self.warm_min_lifetime_s = warm_min_lifetime_s
         self.warm_selector = warm_selector
         self.startup_timeout_s = startup_timeout_s
+        self.unschedulable_grace_s = unschedulable_grace_s
         self.timeout_s = timeout_s
         self.request_timeout_s = request_timeout_s
         self.max_output_bytes = max_output_bytes
@@ -266,7 +274,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         owner = Owner.current()
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        launcher = PodLauncher(kube)
+        launcher = PodLauncher(kube, unschedulable_grace_s=self.unschedulable_grace_s)
         pod: dict[str, Any] | None = None
         warm = False
         connector: Any = None
