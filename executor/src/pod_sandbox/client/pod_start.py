@@ -92,10 +92,13 @@ def start_problem(pod: Dict[str, Any], unschedulable_grace_s: float = 0.0,
     if meta.get("deletionTimestamp"):
         return "the pod is being deleted", FIX_ENDED
     phase = status.get("phase")
+    ended = None
     if phase in ("Failed", "Succeeded"):
         why = status.get("reason") or phase
         message = status.get("message")
-        return "phase %s (%s%s)" % (phase, why, ": " + message if message else ""), FIX_ENDED
+        ended = "phase %s (%s%s)" % (phase, why, ": " + message if message else ""), FIX_ENDED
+        if status.get("reason"):  # ended by the cluster (DeadlineExceeded, Evicted): not a crash
+            return ended
     for condition in status.get("conditions") or []:
         if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
                 and condition.get("reason") == "Unschedulable" and not status.get("nominatedNodeName")):
@@ -129,7 +132,7 @@ def start_problem(pod: Dict[str, Any], unschedulable_grace_s: float = 0.0,
             if terminated.get("message"):
                 said += ": %s" % terminated["message"]
             return said, FIX_CRASH
-    return None
+    return ended
 
 
 def create_refusal_fix(message: str) -> str:

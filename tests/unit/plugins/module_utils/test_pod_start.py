@@ -94,8 +94,13 @@ def test_healthy_starting_pods_have_no_problem() -> None:
     assert pod_start.start_problem(container({"waiting": {"reason": "ContainerCreating"}})) is None
     assert pod_start.start_problem(container({"running": {}})) is None
     assert pod_start.start_problem({"metadata": {}, "status": {"phase": "Pending"}}) is None
-    ended = {"status": {"phase": "Failed", "reason": "DeadlineExceeded"}}
+    ended = {"status": {"phase": "Failed", "reason": "DeadlineExceeded", "containerStatuses": [
+        {"name": "executor", "state": {"terminated": {"reason": "Error", "exitCode": 137}}}]}}
     assert "DeadlineExceeded" in pod_start.start_problem(ended)[0]
+    crashed = container({"terminated": {"reason": "Error", "exitCode": 2}})
+    crashed["status"]["phase"] = "Failed"
+    said, fix = pod_start.start_problem(crashed)
+    assert "exit code 2" in said and fix == pod_start.FIX_CRASH
 
 
 @pytest.mark.parametrize(("message", "fix_word"), [
