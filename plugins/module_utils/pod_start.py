@@ -45,6 +45,8 @@ FIX_SELECTOR = ("no node carries the labels the pod selects ({selector}): label 
 FIX_UNSCHEDULABLE = "the scheduler found no node for the pod: see its message; free or add capacity"
 FIX_QUOTA = ("the namespace's ResourceQuota is used up: delete leftover sessions (pod-sandbox-reaper), "
              "shrink the warm pool (warm_pool_replicas, warm_pool_surge), or raise resource_limits_quota_hard")
+FIX_LIMITS = ("the namespace's LimitRange bounds each container: keep pod_template_cpu_*/pod_template_memory_* "
+              "within resource_limits_container_min/_max, or change those bounds")
 FIX_ADMISSION = ("admission refused the pod: keep the template within the namespace's Pod Security level "
                  "(the shipped template complies; check pod_template_env, volumes, users you added)")
 FIX_RBAC = ("this identity may not create pods here: bind the pod-manager Role (rbac role, "
@@ -140,6 +142,8 @@ def create_refusal_fix(message: str) -> str:
     text = message.lower()
     if "exceeded quota" in text or "must specify limits" in text or "must specify requests" in text:
         return FIX_QUOTA
+    if "usage per container" in text or "usage per pod" in text or "limit to request ratio" in text:
+        return FIX_LIMITS
     if "podsecurity" in text or "pod security policy" in text or "securitycontext" in text or "violates" in text:
         return FIX_ADMISSION
     if "cannot create resource" in text:

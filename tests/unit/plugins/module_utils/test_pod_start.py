@@ -109,6 +109,7 @@ def test_healthy_starting_pods_have_no_problem() -> None:
     ('pods "x" is forbidden: unable to validate against any pod security policy: []', "Pod Security"),
     ('pods "x" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true', "Pod Security"),
     ('pods is forbidden: User "system:serviceaccount:ns:sa" cannot create resource "pods"', "pod-manager"),
+    ('pods "x" is forbidden: maximum cpu usage per Container is 2, but limit is 64', "resource_limits_container_min/_max"),
 ])
 def test_create_refusals_name_their_fix(message: str, fix_word: str) -> None:
     assert fix_word in pod_start.create_refusal_fix(message)
