@@ -10,11 +10,13 @@ Prints, from one run, p50/p95 of:
     against the same chat with local execution, interleaved (local, sandbox, sandbox, local, ...)
     so both see the same machine load, and the overhead (per-pair difference). ``--profile``
     adds where the sandbox chat's time goes (the client's steps, timed around its calls).
-  * burst (``--only burst``): 2 x N ``start()`` calls back to back (sessions kept open, as N
-    concurrent users arriving at once would) on the warm_pool role's ReplicaSet sized N with no
-    surge, then N + surge (``--pool N --surge S``): warm hit ratio, claim p50/p95 (``start()``),
-    and refill time (from the burst's end until the pool is full again). The ReplicaSet's size is
-    restored afterwards.
+  * burst (``--only burst``): 2 x N ``start()`` calls back to back (sessions kept open, as 2 x N
+    users arriving at once would) on the warm_pool role's ReplicaSet, three rounds: N pods and
+    no claim of starting pods (the same-run baseline: misses make cold pods), N pods with the
+    client claiming pods the pool is still starting, N + surge pods (``--pool N --surge S``):
+    warm hit ratio (Ready pods), claims of starting pods, cold starts, claim p50/p95
+    (``start()``) and refill time (from the burst's end until the pool is full again). The
+    ReplicaSet's size is restored afterwards.
 Baseline and cold runs alternate so that both see the same machine load. Targets: cold p50 <= 3 s,
 warm p50 <= 150 ms, chat overhead p50 <= 20 ms for a small query, a 2 x N burst all warm with
 surge N.
@@ -311,25 +313,28 @@ def wait_pool(kube: KubeApi, template_hash: str, want: int, timeout_s: float = 3
 
 
 def burst(args: argparse.Namespace, kube: KubeApi, apps: Any, name: str, template_hash: str,
-          surge: int) -> dict[str, Any]:
-    """2 x N back-to-back claims on a pool of N + surge; figures of this round."""
+          surge: int, claim_starting: bool) -> dict[str, Any]:
+    """2 x N back-to-back claims on a pool of N + surge; figures of this round. ``claim_starting``:
+    the client may claim a warm pod the ReplicaSet is still starting (else it makes a cold one)."""
     size = args.pool + surge
     apps.patch_namespaced_replica_set(name, args.namespace, {"spec": {"replicas": size}})
     wait_pool(kube, template_hash, size)
     time.sleep(1.0)  # let the API settle: every pod of the round starts from the same state
     boxes: list[KubernetesSandbox] = []
     starts: list[float] = []
-    warm = 0
+    warm = starting = 0
     try:
         for _ in range(2 * args.pool):
             box = KubernetesSandbox(args.namespace, kubeconfig=args.kubeconfig, warm_pool=True,
-                                    connection="port-forward")
+                                    connection="port-forward", warm_claim_starting=claim_starting)
             boxes.append(box)
             t0 = time.perf_counter()
             box.start()
             starts.append(time.perf_counter() - t0)
             assert box.execute(CODE, {}) == {"type": "number", "value": 2}
-            warm += bool(box.session and box.session.warm)
+            if box.session and box.session.warm:
+                starting += "warm_starting" in box.session.timings
+                warm += "warm_starting" not in box.session.timings
         burst_end = time.perf_counter()
     finally:
         for box in boxes:
@@ -337,7 +342,8 @@ def burst(args: argparse.Namespace, kube: KubeApi, apps: Any, name: str, templat
     wait_pool(kube, template_hash, size)
     refill_s = time.perf_counter() - burst_end
     return {
-        "pool": args.pool, "surge": surge, "claims": len(starts), "warm": warm,
+        "pool": args.pool, "surge": surge, "claim_starting": claim_starting, "claims": len(starts),
+        "warm": warm, "warm_starting": starting, "cold": len(starts) - warm - starting,
         "warm_hit_ratio": warm / len(starts),
         "claim_p50_ms": percentile(starts, 50) * 1000, "claim_p95_ms": percentile(starts, 95) * 1000,
         "refill_s": refill_s,
@@ -357,7 +363,8 @@ def burst_main(args: argparse.Namespace) -> int:
     name, original = rs["metadata"]["name"], rs["spec"]["replicas"]
     template_hash = rs["spec"]["selector"]["match_labels"]["pandasai.io/template-hash"]
     try:
-        rounds = [burst(args, kube, apps, name, template_hash, s) for s in (0, surge)]
+        rounds = [burst(args, kube, apps, name, template_hash, s, starting)
+                  for s, starting in ((0, False), (0, True), (surge, True))]
     finally:
         apps.patch_namespaced_replica_set(name, args.namespace, {"spec": {"replicas": original}})
         kube.close()
@@ -368,9 +375,10 @@ def burst_main(args: argparse.Namespace) -> int:
     print(f"warm pool burst: {2 * args.pool} start() back to back (sessions kept open) on ReplicaSet {name}, "
           f"namespace {args.namespace} ({time.strftime('%Y-%m-%d %H:%M:%S')})")
     for r in rounds:
-        print(f"  replicas {r['pool']} + surge {r['surge']}: warm {r['warm']}/{r['claims']} "
-              f"({r['warm_hit_ratio']:.0%}), claim p50 {r['claim_p50_ms']:.0f} ms p95 {r['claim_p95_ms']:.0f} ms, "
-              f"refill {r['refill_s']:.1f} s")
+        print(f"  replicas {r['pool']} + surge {r['surge']}, claim starting pods {r['claim_starting']}: "
+              f"warm (Ready) {r['warm']}/{r['claims']} ({r['warm_hit_ratio']:.0%}), warm (starting) "
+              f"{r['warm_starting']}, cold {r['cold']}; claim p50 {r['claim_p50_ms']:.0f} ms "
+              f"p95 {r['claim_p95_ms']:.0f} ms, refill {r['refill_s']:.1f} s")
     return 0
 
 
