@@ -10,11 +10,20 @@ Prints, from one run, p50/p95 of:
     against the same chat with local execution, interleaved (local, sandbox, sandbox, local, ...)
     so both see the same machine load, and the overhead (per-pair difference). ``--profile``
     adds where the sandbox chat's time goes (the client's steps, timed around its calls).
+  * burst (``--only burst``): 2 x N ``start()`` calls back to back (sessions kept open, as 2 x N
+    users arriving at once would) on the warm_pool role's ReplicaSet, three rounds: N pods and
+    no claim of starting pods (the same-run baseline: misses make cold pods), N pods with the
+    client claiming pods the pool is still starting, N + surge pods (``--pool N --surge S``):
+    warm hit ratio (Ready pods), claims of starting pods, cold starts, claim p50/p95
+    (``start()``) and refill time (from the burst's end until the pool is full again). The
+    ReplicaSet's size is restored afterwards.
 Baseline and cold runs alternate so that both see the same machine load. Targets: cold p50 <= 3 s,
-warm p50 <= 150 ms, chat overhead p50 <= 20 ms for a small query.
+warm p50 <= 150 ms, chat overhead p50 <= 20 ms for a small query, a 2 x N burst all warm with
+surge N.
 
     python executor/bench/bench_client.py [--namespace pandasai-sandbox] [--kubeconfig PATH]
-        [--runs 10] [--kubectl PATH] [--only start|chat] [--chat-runs 200] [--profile]
+        [--runs 10] [--kubectl PATH] [--only start|chat|burst] [--chat-runs 200] [--profile]
+        [--pool 2] [--surge 2]
         [--url http://127.0.0.1:PORT] [--json]
 
 ``--url`` runs the chat section against an executor you started (``pod-sandbox-executor
@@ -165,14 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keepalive-runs", type=int, default=200, help="executions in one session [200]")
     p.add_argument("--kubectl", default=None, help="kubectl binary (default: the one built under /var/cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--only", choices=("start", "chat"), default=None,
-                   help="run only the session-start benchmarks or only the chat overhead")
+    p.add_argument("--only", choices=("start", "chat", "burst"), default=None,
+                   help="run only the session-start benchmarks, the chat overhead or the warm-pool burst")
+    p.add_argument("--pool", type=int, default=2, help="burst: warm_pool_replicas N [2]; the burst is 2 x N")
+    p.add_argument("--surge", type=int, default=None, help="burst: warm_pool_surge compared with 0 [N]")
     p.add_argument("--chat-runs", type=int, default=200, help="interleaved chat pairs [200]")
     p.add_argument("--profile", action="store_true", help="also time the client's steps of the sandbox chat")
     p.add_argument("--url", default=None, help="chat against the executor at this URL (no cluster)")
     args = p.parse_args(argv)
     if args.url or args.only == "chat":
         return chat_main(args)
+    if args.only == "burst":
+        return burst_main(args)
     status = start_main(args)
     if args.only is None:
         status |= chat_main(args)
@@ -266,6 +279,107 @@ def start_main(args: argparse.Namespace) -> int:
           f"warm p50 <= 150 ms: {summary['targets']['warm_p50_le_150ms']}")
     return 0
 
+
+
+# -- a burst of claims on the warm pool ---------------------------------------------------------------
+
+
+def warm_replicaset(apps: Any, namespace: str) -> dict[str, Any]:
+    """The warm_pool role's ReplicaSet in the namespace (as a dict)."""
+    found = apps.list_namespaced_replica_set(
+        namespace, label_selector="app.kubernetes.io/managed-by=pandasai-pod-sandbox,app.kubernetes.io/component=warm-pool")
+    if not found.items:
+        raise SystemExit(f"bench_client: no warm-pool ReplicaSet in {namespace}: run site.yml with "
+                         "-e warm_pool_enabled=true -e warm_pool_replicas=1 first")
+    return found.items[0].to_dict()
+
+
+def pool_ready(kube: KubeApi, template_hash: str) -> int:
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    pods = kube.list_pods(label_selector=f"{WARM_SELECTOR},pandasai.io/template-hash={template_hash}")["items"]
+    now = datetime.now(timezone.utc)
+    return sum(1 for p in pods if claimable(p, now, 60))
+
+
+def wait_pool(kube: KubeApi, template_hash: str, want: int, timeout_s: float = 300) -> float:
+    """Seconds until ``want`` warm pods of the ReplicaSet are Ready and claimable."""
+    t0 = time.perf_counter()
+    while pool_ready(kube, template_hash) < want:
+        if time.perf_counter() - t0 > timeout_s:
+            raise RuntimeError(f"warm pool did not reach {want} Ready pods in {timeout_s:.0f} s")
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def burst(args: argparse.Namespace, kube: KubeApi, apps: Any, name: str, template_hash: str,
+          surge: int, claim_starting: bool) -> dict[str, Any]:
+    """2 x N back-to-back claims on a pool of N + surge; figures of this round. ``claim_starting``:
+    the client may claim a warm pod the ReplicaSet is still starting (else it makes a cold one)."""
+    size = args.pool + surge
+    apps.patch_namespaced_replica_set(name, args.namespace, {"spec": {"replicas": size}})
+    wait_pool(kube, template_hash, size)
+    time.sleep(1.0)  # let the API settle: every pod of the round starts from the same state
+    boxes: list[KubernetesSandbox] = []
+    starts: list[float] = []
+    warm = starting = 0
+    try:
+        for _ in range(2 * args.pool):
+            box = KubernetesSandbox(args.namespace, kubeconfig=args.kubeconfig, warm_pool=True,
+                                    connection="port-forward", warm_claim_starting=claim_starting)
+            boxes.append(box)
+            t0 = time.perf_counter()
+            box.start()
+            starts.append(time.perf_counter() - t0)
+            assert box.execute(CODE, {}) == {"type": "number", "value": 2}
+            if box.session and box.session.warm:
+                starting += "warm_starting" in box.session.timings
+                warm += "warm_starting" not in box.session.timings
+        burst_end = time.perf_counter()
+    finally:
+        for box in boxes:
+            box.stop()
+    wait_pool(kube, template_hash, size)
+    refill_s = time.perf_counter() - burst_end
+    return {
+        "pool": args.pool, "surge": surge, "claim_starting": claim_starting, "claims": len(starts),
+        "warm": warm, "warm_starting": starting, "cold": len(starts) - warm - starting,
+        "warm_hit_ratio": warm / len(starts),
+        "claim_p50_ms": percentile(starts, 50) * 1000, "claim_p95_ms": percentile(starts, 95) * 1000,
+        "refill_s": refill_s,
+    }
+
+
+def burst_main(args: argparse.Namespace) -> int:
+    """The burst with surge 0 (the same-run baseline), then with the surge."""
+    from kubernetes import client as k8s_client  # noqa: PLC0415
+    from kubernetes import config as k8s_config  # noqa: PLC0415
+
+    surge = args.pool if args.surge is None else args.surge
+    kube = KubeApi.from_kubeconfig(args.namespace, args.kubeconfig)
+    api = k8s_config.new_client_from_config(config_file=args.kubeconfig)
+    apps = k8s_client.AppsV1Api(api)
+    rs = warm_replicaset(apps, args.namespace)
+    name, original = rs["metadata"]["name"], rs["spec"]["replicas"]
+    template_hash = rs["spec"]["selector"]["match_labels"]["pandasai.io/template-hash"]
+    try:
+        rounds = [burst(args, kube, apps, name, template_hash, s, starting)
+                  for s, starting in ((0, False), (0, True), (surge, True))]
+    finally:
+        apps.patch_namespaced_replica_set(name, args.namespace, {"spec": {"replicas": original}})
+        kube.close()
+        api.close()
+    if args.json:
+        print(json.dumps({"burst": rounds}, indent=2))
+        return 0
+    print(f"warm pool burst: {2 * args.pool} start() back to back (sessions kept open) on ReplicaSet {name}, "
+          f"namespace {args.namespace} ({time.strftime('%Y-%m-%d %H:%M:%S')})")
+    for r in rounds:
+        print(f"  replicas {r['pool']} + surge {r['surge']}, claim starting pods {r['claim_starting']}: "
+              f"warm (Ready) {r['warm']}/{r['claims']} ({r['warm_hit_ratio']:.0%}), warm (starting) "
+              f"{r['warm_starting']}, cold {r['cold']}; claim p50 {r['claim_p50_ms']:.0f} ms "
+              f"p95 {r['claim_p95_ms']:.0f} ms, refill {r['refill_s']:.1f} s")
+    return 0
 
 
 # -- PandasAI's chat, with and without the sandbox ---------------------------------------------------------

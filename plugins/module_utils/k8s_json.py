@@ -50,19 +50,23 @@ def auth_headers(configuration: Any) -> Dict[str, str]:
 
 def call(api_client: Any, method: str, path: str, body: Optional[Any] = None,
          query: Optional[Dict[str, Any]] = None, timeout: Optional[float] = None,
-         content_type: str = "application/json") -> Any:
-    """Send one request; return the parsed JSON answer (text for non-JSON), raise K8sJSONError on non-2xx."""
+         content_type: str = "application/json", headers: Optional[Dict[str, str]] = None) -> Any:
+    """Send one request; return the parsed JSON answer (text for non-JSON), raise K8sJSONError on non-2xx.
+
+    ``headers`` are added last, e.g. ``Impersonate-User`` to act as a ServiceAccount (the API server
+    then adds the ServiceAccount's groups itself)."""
     configuration = api_client.configuration
-    headers = {"Accept": "application/json", "Content-Type": content_type,
-               "User-Agent": "pandasai.pod_sandbox"}
-    headers.update(auth_headers(configuration))
-    headers.update(getattr(api_client, "default_headers", None) or {})
+    sent = {"Accept": "application/json", "Content-Type": content_type,
+            "User-Agent": "pandasai.pod_sandbox"}
+    sent.update(auth_headers(configuration))
+    sent.update(getattr(api_client, "default_headers", None) or {})
+    sent.update(headers or {})
     url = configuration.host.rstrip("/") + path
     if query:
         url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
     # Old and new generated clients raise ApiException themselves on non-2xx; normalise both.
     try:
-        response = api_client.rest_client.request(method, url, headers=headers, body=body,
+        response = api_client.rest_client.request(method, url, headers=sent, body=body,
                                                   _request_timeout=timeout)
     except Exception as exc:  # kubernetes.client.exceptions.ApiException without importing it
         status = getattr(exc, "status", None)

@@ -24,7 +24,8 @@ description:
   - Fails with a message naming the call and the HTTP status when a call does not answer 2xx, or
     when the port-forward cannot be opened.
   - With I(pod) it first creates a test pod from that manifest, polls it until Ready (failing
-    early, with the reason, on an image pull error or a crash), probes it, and always deletes it
+    early, with the scheduler's or kubelet's reason and the fix, when it is unschedulable, its
+    image cannot be pulled or it crashes), probes it, and always deletes it
     (grace period 0, retried through a short API outage). On failure the message carries the
     pod's events and the last lines of its log. This is the deployment guide's verification in
     one module run (one process, one API session) instead of four tasks.
@@ -49,6 +50,13 @@ options:
     description: With I(pod), seconds to wait for the test pod to become Ready.
     type: int
     default: 120
+  unschedulable_grace:
+    description:
+      - With I(pod), seconds an Unschedulable verdict of the scheduler may stand before the probe
+        fails (0, the default, fails at once; raise it where a node autoscaler adds capacity).
+        Image pull errors, crash loops and containers that exit fail at once, naming the fix.
+    type: int
+    default: 0
   log_tail_lines:
     description: With I(pod), how many lines of the test pod's log a failure message carries.
     type: int
@@ -162,6 +170,10 @@ try:
         K8sJSONError,
         call,
     )
+    from ansible_collections.pandasai.pod_sandbox.plugins.module_utils.pod_start import (
+        create_refusal_fix,
+        start_problem,
+    )
     from kubernetes.client import CoreV1Api
     from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import portforward
@@ -170,10 +182,6 @@ except ImportError:
     pass
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
-#: Container waiting reasons after which a test pod will not become Ready without a change.
-WAITING_FATAL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-                           "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff",
-                           "RunContainerError"})
 DELETE_ATTEMPTS = 10
 DELETE_RETRY_DELAY_S = 3.0
 READY_POLL_S = 0.25
@@ -320,26 +328,23 @@ def pod_ready(pod: Dict[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def pod_problem(pod: Dict[str, Any]) -> Optional[str]:
-    """Why the pod will not become Ready by waiting longer, or None."""
-    status = pod.get("status") or {}
-    if status.get("phase") in ("Failed", "Succeeded"):
-        return "phase %s %s" % (status["phase"], status.get("reason") or status.get("message") or "")
-    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in WAITING_FATAL:
-            return "container %s: %s: %s" % (container.get("name"), waiting["reason"], waiting.get("message", ""))
-    return None
+def pod_problem(pod: Dict[str, Any], unschedulable_grace: float = 0.0) -> Optional[str]:
+    """Why the pod will not become Ready by waiting longer (the cluster's words and the fix), or None."""
+    problem = start_problem(pod, unschedulable_grace)
+    if problem is None:
+        return None
+    return "%s\nFix: %s" % problem
 
 
-def wait_ready(api_client: Any, namespace: str, name: str, timeout: float) -> Dict[str, Any]:
+def wait_ready(api_client: Any, namespace: str, name: str, timeout: float,
+               unschedulable_grace: float = 0.0) -> Dict[str, Any]:
     """Poll the pod until it is Ready; a ProbeError with the reason if it fails or times out."""
     deadline = time.monotonic() + timeout
     while True:
         pod = call(api_client, "GET", pods_path(namespace, name))
         if pod_ready(pod):
             return pod
-        problem = pod_problem(pod)
+        problem = pod_problem(pod, unschedulable_grace)
         if problem:
             raise ProbeError("test pod %s/%s will not become Ready: %s" % (namespace, name, problem))
         if time.monotonic() >= deadline:
@@ -397,10 +402,12 @@ def run_test_pod(api_client: Any, core: Any, params: Dict[str, Any]) -> Dict[str
     try:
         name = call(api_client, "POST", pods_path(namespace), manifest)["metadata"]["name"]
     except K8sJSONError as exc:
-        raise ProbeError("cannot create a test pod in %s: %s" % (namespace, exc)) from exc
+        raise ProbeError("cannot create a test pod in %s: %s\nFix: %s"
+                         % (namespace, exc, create_refusal_fix(exc.message or exc.body))) from exc
     results: Dict[str, Any] = {}
     try:
-        pod = wait_ready(api_client, namespace, name, float(params["ready_timeout"]))
+        pod = wait_ready(api_client, namespace, name, float(params["ready_timeout"]),
+                         float(params.get("unschedulable_grace") or 0))
         ready_seconds = round(time.monotonic() - started, 2)
         results = run_probe(core, dict(params, name=name))
         results["pod"] = {"name": name, "node": (pod.get("spec") or {}).get("nodeName", ""),
@@ -426,6 +433,7 @@ def main() -> None:
         pod=dict(type="dict"),
         namespace=dict(type="str", required=True),
         ready_timeout=dict(type="int", default=120),
+        unschedulable_grace=dict(type="int", default=0),
         log_tail_lines=dict(type="int", default=40),
         port=dict(type="int", default=8080),
         health=dict(type="bool", default=True),
@@ -446,6 +454,8 @@ def main() -> None:
         module.fail_json(msg="token must be 32 to 256 URL-safe characters [A-Za-z0-9_-]")
     if params["timeout"] <= 0 or params["execute_timeout"] <= 0 or params["ready_timeout"] <= 0:
         module.fail_json(msg="timeout, execute_timeout and ready_timeout must be positive")
+    if params["unschedulable_grace"] < 0:
+        module.fail_json(msg="unschedulable_grace must not be negative, got %s" % params["unschedulable_grace"])
     if params["log_tail_lines"] < 0:
         module.fail_json(msg="log_tail_lines must not be negative, got %s" % params["log_tail_lines"])
     if module.check_mode:

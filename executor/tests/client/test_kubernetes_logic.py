@@ -10,7 +10,7 @@ import pytest
 import yaml
 from fakes import FakeKube, pod
 
-from pod_sandbox.client.errors import PodTemplateError, SandboxLostError, SandboxStartError
+from pod_sandbox.client.errors import KubernetesAPIError, PodTemplateError, SandboxLostError, SandboxStartError
 from pod_sandbox.client.kube import WatchEvent
 from pod_sandbox.client.pods import PodLauncher, failure_reason, is_ready
 from pod_sandbox.client.pool import WarmPool, claim_patch, remaining_lifetime_s
@@ -134,6 +134,40 @@ def test_wait_ready_fails_fast_with_events():
     kube.watch_script = [[WatchEvent("MODIFIED", broken)]]
     with pytest.raises(SandboxStartError, match="(?s)ErrImagePull.*pull access denied"):
         PodLauncher(kube).wait_ready(created, 5)
+
+
+def test_wait_ready_fails_at_the_schedulers_verdict_naming_the_fix():
+    kube = FakeKube()
+    created = kube.create_pod(session_pod(TEMPLATE, "ns", "s1", OWNER))
+    name = created["metadata"]["name"]
+    refused = pod(name, phase="Pending", ready=False)
+    refused["status"]["conditions"] = [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 node(s) had taint {dedicated: gpu}, that the pod didn't tolerate.",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    kube.watch_script = [[WatchEvent("MODIFIED", refused)]]
+    ticks = iter(float(t) for t in range(100))
+    with pytest.raises(SandboxStartError,
+                       match=r"(?s)cannot start: unschedulable: 0/1 nodes.*dedicated: gpu.*fix: .*tolerat"):
+        PodLauncher(kube, clock=lambda: next(ticks)).wait_ready(created, 120)
+    # a grace keeps waiting on the same verdict (an autoscaler may add a node), then times out
+    kube.watch_script = [[WatchEvent("MODIFIED", refused)]]
+    ticks = iter([0.0, 0.0, 1.0, 200.0, 200.0, 200.0])
+    with pytest.raises(SandboxStartError, match="not Ready after 120 s"):
+        PodLauncher(kube, clock=lambda: next(ticks), unschedulable_grace_s=1e9).wait_ready(created, 120)
+
+
+def test_a_refused_create_names_the_quota_fix():
+    kube = FakeKube()
+
+    def refuse(manifest):
+        raise KubernetesAPIError("POST", "pods", 403, "Forbidden",
+                                 'pods "x" is forbidden: exceeded quota: sandbox-quota, requested: pods=1, '
+                                 "used: pods=4, limited: pods=4")
+
+    kube.create_pod = refuse
+    with pytest.raises(SandboxStartError, match=r"(?s)exceeded quota.*fix: .*pod-sandbox-reaper"):
+        PodLauncher(kube).create(session_pod(TEMPLATE, "ns", "s1", OWNER))
 
 
 def test_wait_ready_reports_deletion_and_recovers_from_expired_watches():

@@ -85,6 +85,22 @@ def test_warm_pod_is_claimed_instead_of_creating_one(kube, fake_executor):
     assert kube.pods == {}
 
 
+def test_a_starting_warm_pod_is_claimed_before_a_cold_one_is_made(kube, fake_executor):
+    labels = {"app": "python-sandbox", MANAGED_BY_LABEL: "pandasai-pod-sandbox", POOL_LABEL: "warm"}
+    starting = pod("python-sandbox-warm2", phase="Pending", ready=False, labels=labels)
+    starting["spec"] = template(fake_executor.server.server_address[1])["spec"]
+    kube.add_pod(starting)
+    with sandbox_for(kube, fake_executor) as box:
+        assert box.pod_name == "python-sandbox-warm2" and box.session.warm
+        assert box.session.timings["warm_starting"] == 1.0
+        assert kube.created == 0
+    kube.add_pod(starting)
+    fake_executor.token = None  # the next pod is a new claimable executor
+    with sandbox_for(kube, fake_executor, warm_claim_starting=False) as box:
+        assert not box.session.warm and kube.created == 1
+    assert list(kube.pods) == ["python-sandbox-warm2"]
+
+
 def test_empty_pool_falls_back_to_a_cold_pod(kube, fake_executor):
     with sandbox_for(kube, fake_executor) as box:
         assert not box.session.warm

@@ -11,21 +11,11 @@ from .errors import (
     SandboxLostError,
     SandboxStartError,
 )
+from . import pod_start
 from .kube import KubeApi
 
-#: Container waiting reasons that never resolve by themselves: fail fast instead of timing out.
-FATAL_WAITING_REASONS = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "ErrImageNeverPull",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "CrashLoopBackOff",
-        "RunContainerError",
-    }
-)
+#: Re-exported for callers that list the kubelet's hopeless waiting reasons.
+FATAL_WAITING_REASONS = pod_start.FATAL_WAITING_REASONS
 
 
 def pod_name(pod: Mapping[str, Any]) -> str:
@@ -43,30 +33,17 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def failure_reason(pod: Mapping[str, Any]) -> str | None:
-    """Why the pod can never become Ready, or None while it still may."""
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    if meta.get("deletionTimestamp"):
-        return "the pod is being deleted"
-    phase = status.get("phase")
-    if phase in ("Failed", "Succeeded"):
-        why = status.get("reason") or phase
-        msg = status.get("message")
-        return f"phase {phase} ({why}{': ' + msg if msg else ''})"
-    for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
-        state = cs.get("state") or {}
-        waiting = state.get("waiting") or {}
-        if waiting.get("reason") in FATAL_WAITING_REASONS:
-            return f"container {cs.get('name')}: {waiting.get('reason')}: {waiting.get('message', '')}".rstrip(": ")
-        terminated = state.get("terminated")
-        if terminated and pod.get("spec", {}).get("restartPolicy", "Always") == "Never":
-            return (
-                f"container {cs.get('name')} terminated: {terminated.get('reason', '?')} "
-                f"exit code {terminated.get('exitCode', '?')}"
-                + (f": {terminated['message']}" if terminated.get("message") else "")
-            )
-    return None
+def failure_reason(pod: Mapping[str, Any], unschedulable_grace_s: float = 0.0) -> str | None:
+    """Why the pod can never become Ready (the cluster's words, then the fix), or None while it may.
+
+    Unschedulable (Insufficient cpu, an untolerated taint), image pull errors, crash loops and
+    containers that exit at start all count at once; see :mod:`pod_sandbox.client.pod_start`.
+    """
+    problem = pod_start.start_problem(dict(pod), unschedulable_grace_s)
+    if problem is None:
+        return None
+    said, fix = problem
+    return f"{said}\n  fix: {fix}"
 
 
 def describe(pod: Mapping[str, Any], events: list[dict[str, Any]]) -> str:
@@ -95,9 +72,15 @@ def describe(pod: Mapping[str, Any], events: list[dict[str, Any]]) -> str:
 class PodLauncher:
     """Creates session pods and waits for them with a watch (no polling of the API)."""
 
-    def __init__(self, kube: KubeApi, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        clock: Callable[[], float] = time.monotonic,
+        unschedulable_grace_s: float = 0.0,
+    ) -> None:
         self.kube = kube
         self._clock = clock
+        self.unschedulable_grace_s = unschedulable_grace_s
 
     def diagnose(self, pod: Mapping[str, Any]) -> str:
         """``describe`` with fresh state and events; never raises."""
@@ -117,11 +100,11 @@ class PodLauncher:
         try:
             return self.kube.create_pod(dict(manifest))
         except KubernetesAPIError as exc:
-            hint = ""
-            if exc.status == 403 and "forbidden" in exc.body.lower():
-                hint = " (RBAC, Pod Security admission or ResourceQuota refused it)"
+            fix = ""
+            if exc.status in (403, 422):
+                fix = f"\n  fix: {pod_start.create_refusal_fix(exc.body or str(exc))}"
             raise SandboxStartError(
-                f"cannot create a sandbox pod in namespace {self.kube.namespace}{hint}: {exc}"
+                f"cannot create a sandbox pod in namespace {self.kube.namespace}: {exc}{fix}"
             ) from exc
 
     def wait_ready(self, pod: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -130,9 +113,9 @@ class PodLauncher:
         current = dict(pod)
         deadline = self._clock() + timeout_s
         while True:
-            reason = failure_reason(current)
+            reason = failure_reason(current, self.unschedulable_grace_s)
             if reason:
-                raise SandboxStartError(f"sandbox pod {name} failed to start: {reason}\n{self.diagnose(current)}")
+                raise SandboxStartError(f"sandbox pod {name} cannot start: {reason}\n{self.diagnose(current)}")
             if is_ready(current):
                 return current
             remaining = deadline - self._clock()
@@ -141,6 +124,9 @@ class PodLauncher:
                     f"sandbox pod {name} not Ready after {timeout_s:.0f} s\n{self.diagnose(current)}"
                 )
             rv = current.get("metadata", {}).get("resourceVersion")
+            if self.unschedulable_grace_s > 0:
+                # An Unschedulable verdict ages without a pod event: look again when its grace ends.
+                remaining = min(remaining, max(1.0, self.unschedulable_grace_s))
             try:
                 current = self._follow(name, current, rv, remaining)
             except SandboxConnectionError:
@@ -165,7 +151,7 @@ class PodLauncher:
             if event.type == "DELETED":
                 raise SandboxLostError(f"sandbox pod {name} was deleted while starting")
             current = event.object
-            if failure_reason(current) or is_ready(current):
+            if failure_reason(current, self.unschedulable_grace_s) or is_ready(current):
                 return current
         return current
 

@@ -161,6 +161,29 @@ class WarmPool:
         self._rng.shuffle(ready)
         return ready
 
+    def starting(self) -> list[dict[str, Any]]:
+        """Warm pods the ReplicaSet is still starting (a refill under way), oldest first.
+
+        When a burst has taken every Ready pod, claiming one of these is sooner than a cold pod:
+        it has been starting since the claim that emptied its place in the pool.
+        """
+        try:
+            pods = self.kube.list_pods(label_selector=self.selector).get("items", [])
+        except KubernetesAPIError as exc:
+            if exc.status in (403, 404):
+                return []
+            raise
+        now = self._now()
+        found = [
+            p for p in pods
+            if ((p.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL) == POOL_WARM
+            and SESSION_LABEL not in ((p.get("metadata") or {}).get("labels") or {})
+            and not is_ready(p)
+            and failure_reason(p) is None
+            and remaining_lifetime_s(p, now) >= self.min_lifetime_s
+        ]
+        return sorted(found, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")))
+
     def try_claim(self, pod: Mapping[str, Any], session_id: str, owner: Owner) -> dict[str, Any] | None:
         """Claim this warm pod; None when another client got it first (or it is gone).
 

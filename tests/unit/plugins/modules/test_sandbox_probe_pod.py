@@ -110,6 +110,25 @@ def test_image_pull_failure_fails_early_with_events_and_log_and_deletes(monkeypa
     assert cluster.deleted == 1
 
 
+def test_an_unschedulable_pod_fails_at_the_schedulers_verdict_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = pod_status()
+    refused["status"]["conditions"].append({
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 Insufficient cpu.", "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    cluster = FakeCluster([pod_status(), refused])
+    monkeypatch.setitem(PARAMS, "ready_timeout", 3600)
+    with pytest.raises(probe.ProbeError) as info:
+        run(monkeypatch, cluster)
+    message = str(info.value)
+    assert "will not become Ready: unschedulable: 0/1 nodes are available: 1 Insufficient cpu." in message
+    assert "Fix: no node has that much cpu free" in message and cluster.deleted == 1
+    # with a grace the same verdict is waited on until the timeout
+    monkeypatch.setitem(PARAMS, "ready_timeout", 0)
+    monkeypatch.setitem(PARAMS, "unschedulable_grace", 10 ** 9)
+    with pytest.raises(probe.ProbeError, match="not Ready after 0 s"):
+        run(monkeypatch, FakeCluster([refused]))
+
+
 def test_not_ready_in_time_is_reported_and_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = FakeCluster([pod_status()])
     monkeypatch.setitem(PARAMS, "ready_timeout", 0)
