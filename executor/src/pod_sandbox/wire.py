@@ -72,7 +72,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
 REQUEST_ID_MAX = 128
-EXECUTE_FIELDS = ("code", "timeout_s", "max_output_bytes", "datasets", "request_id")
+EXECUTE_FIELDS = ("code", "timeout_s", "max_output_bytes", "datasets", "request_id", "sql_callback",
+                  "query_timeout_s")
+#: The non-final execute answer of SQL by call-back: the code waits for a query's result.
+QUERY_STATUS = "query"
+#: What ``GET /v1/info`` lists in ``features`` when the executor answers SQL by call-back.
+SQL_CALLBACK_FEATURE = "sql-callback"
+EXECUTION_ID_RE = re.compile(r"^e-[0-9a-f]{32}$")
 
 
 class WireError(ValueError):
@@ -125,6 +131,10 @@ class ExecuteRequest:
     max_output_bytes: int
     datasets: dict[str, str] = field(default_factory=dict)
     request_id: str | None = None
+    #: ``execute_sql_query`` of a query not in ``datasets`` asks the client (status ``query``).
+    sql_callback: bool = False
+    #: How long one query may wait for its answer (None: the executor's default).
+    query_timeout_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The request as the JSON object a client sends."""
@@ -137,6 +147,10 @@ class ExecuteRequest:
             body["datasets"] = dict(self.datasets)
         if self.request_id is not None:
             body["request_id"] = self.request_id
+        if self.sql_callback:
+            body["sql_callback"] = True
+        if self.query_timeout_s is not None:
+            body["query_timeout_s"] = self.query_timeout_s
         return body
 
 
@@ -152,6 +166,8 @@ def parse_execute_request(
     default_timeout_s: float,
     max_output_bytes: int,
     max_datasets: int = 256,
+    default_query_timeout_s: float = 60.0,
+    max_query_timeout_s: float = 300.0,
 ) -> ExecuteRequest:
     """Validate a decoded JSON body against the limits; raise :class:`WireError` naming the field."""
     if not isinstance(body, dict):
@@ -192,12 +208,22 @@ def parse_execute_request(
         not isinstance(request_id, str) or len(request_id) > REQUEST_ID_MAX
     ):
         raise WireError("request_id", f"must be a string of at most {REQUEST_ID_MAX} chars")
+    sql_callback = body.get("sql_callback", False)
+    if not isinstance(sql_callback, bool):
+        raise WireError("sql_callback", "must be a boolean")
+    query_timeout_s = body.get("query_timeout_s", default_query_timeout_s)
+    if not _is_number(query_timeout_s) or not math.isfinite(query_timeout_s) or query_timeout_s <= 0:
+        raise WireError("query_timeout_s", "must be a positive number")
+    if query_timeout_s > max_query_timeout_s:
+        raise WireError("query_timeout_s", f"must be at most max_query_timeout_s={max_query_timeout_s}")
     return ExecuteRequest(
         code=code,
         timeout_s=float(timeout_s),
         max_output_bytes=out,
         datasets=dict(datasets),
         request_id=request_id,
+        sql_callback=sql_callback,
+        query_timeout_s=float(query_timeout_s),
     )
 
 
@@ -423,6 +449,8 @@ def validate_execute_response(obj: Any) -> dict[str, Any]:
     """Check an execute response's shape; raise :class:`WireError` naming the first bad field."""
     if not isinstance(obj, dict):
         raise WireError("response", "must be a JSON object")
+    if obj.get("status") == QUERY_STATUS:
+        return validate_query_event(obj)
     if obj.get("status") not in STATUSES:
         raise WireError("status", f"must be one of {', '.join(STATUSES)}")
     validate_result(obj.get("result"))
@@ -443,4 +471,27 @@ def validate_execute_response(obj: Any) -> dict[str, Any]:
         raise WireError("duration_ms", "must be a number")
     if not isinstance(obj.get("peak_rss_bytes"), int) or isinstance(obj.get("peak_rss_bytes"), bool):
         raise WireError("peak_rss_bytes", "must be an integer")
+    return obj
+
+
+def validate_query_event(obj: Any, max_query_chars: int = 1 << 20) -> dict[str, Any]:
+    """Check a ``status: "query"`` answer (the code waits for ``query``); raise :class:`WireError`."""
+    if not isinstance(obj, dict) or obj.get("status") != QUERY_STATUS:
+        raise WireError("status", f"must be {QUERY_STATUS!r}")
+    execution = obj.get("execution")
+    if not isinstance(execution, str) or not EXECUTION_ID_RE.match(execution):
+        raise WireError("execution", "must be an execution id (e- and 32 hex digits)")
+    query = obj.get("query")
+    if not isinstance(query, dict):
+        raise WireError("query", "must be an object {seq, sql, max_bytes, timeout_s}")
+    seq, sql = query.get("seq"), query.get("sql")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise WireError("query.seq", "must be a positive integer")
+    if not isinstance(sql, str) or len(sql) > max_query_chars:
+        raise WireError("query.sql", f"must be a string of at most {max_query_chars} characters")
+    max_bytes = query.get("max_bytes")
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise WireError("query.max_bytes", "must be a non-negative integer")
+    if not _is_number(query.get("timeout_s")) or not query["timeout_s"] > 0:
+        raise WireError("query.timeout_s", "must be a positive number")
     return obj

@@ -125,3 +125,18 @@ class ExecutorClient:
             return wire.validate_execute_response(body)
         except wire.WireError as exc:
             raise SandboxProtocolError(f"execute: malformed response: {exc}", resp.status) from exc
+
+    def answer_query(self, execution: str, seq: int, body: bytes, content_type: str,
+                     timeout_s: float) -> dict[str, Any]:
+        """``POST /v1/executions/{execution}/queries/{seq}`` (SQL by call-back): the answer to
+        the query the code waits for; returns the execution's next event, validated."""
+        if not wire.EXECUTION_ID_RE.match(execution):
+            raise SandboxProtocolError(f"execute: malformed execution id {execution[:80]!r}")
+        resp = self.http.request("POST", f"/v1/executions/{execution}/queries/{int(seq)}", body,
+                                 content_type=content_type,
+                                 timeout_s=max(timeout_s, 30.0 + len(body) / (8 * 1024 * 1024)))
+        body_json = self._check(resp, f"answer query {seq}").json()
+        try:
+            return wire.validate_execute_response(body_json)
+        except wire.WireError as exc:
+            raise SandboxProtocolError(f"execute: malformed response: {exc}", resp.status) from exc

@@ -18,6 +18,7 @@ from .config import Config
 from .files import Workspace
 from .metrics import Metrics
 from .runner import Runner, SandboxUnavailable, SlotsBusy
+from .sqlcallback import Executions, install_routes
 
 log = logging.getLogger("pod_sandbox.app")
 JSON_TYPE = "application/json"
@@ -71,6 +72,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
     limits = config.limits
     openapi_text = json.dumps(load_openapi())
     versions = package_versions()
+    executions = Executions(runner, limits)  # SQL by call-back (sqlcallback.py)
 
     def on_error(err: bottle.HTTPError) -> str:
         bottle.response.content_type = JSON_TYPE
@@ -166,6 +168,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             "result_types": list(wire.RESULT_TYPES),
             "statuses": list(wire.STATUSES),
             "dataframe_encodings": list(wire.DATAFRAME_ENCODINGS),
+            "features": [wire.SQL_CALLBACK_FEATURE],
         })
 
     @app.post("/v1/claim")
@@ -232,12 +235,14 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         try:
             request = wire.parse_execute_request(
                 body, max_code_bytes=limits.max_code_bytes, max_timeout_s=limits.max_timeout_s,
-                default_timeout_s=limits.default_timeout_s, max_output_bytes=limits.max_output_bytes)
+                default_timeout_s=limits.default_timeout_s, max_output_bytes=limits.max_output_bytes,
+                default_query_timeout_s=limits.default_query_timeout_s,
+                max_query_timeout_s=limits.max_query_timeout_s)
         except wire.WireError as exc:
             metrics.rejected.labels(reason="invalid").inc()
             return json_response(exc.http_status, exc.to_json())
         try:
-            response = runner.execute(request)
+            response = executions.start(request) if request.sql_callback else runner.execute(request)
         except SlotsBusy:
             metrics.rejected.labels(reason="busy").inc()
             return error_response(429, "request", f"all {runner.slots} execution slots are busy",
@@ -245,7 +250,8 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         except SandboxUnavailable as exc:
             log.error("execution failed: %s", exc)
             return error_response(503, "request", "the sandbox is unavailable", {"Retry-After": "1"})
-        metrics.observe_execution(response)
+        if response["status"] != wire.QUERY_STATUS:
+            metrics.observe_execution(response)
         return json_response(200, response)
 
     @app.post("/v1/shutdown")
@@ -255,4 +261,5 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         state.shutdown_requested.set()
         return json_response(202, {"shutting_down": True})
 
+    install_routes(app, executions, authenticated, json_response, error_response, metrics.observe_execution)
     return app

@@ -18,7 +18,7 @@ import traceback
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import wire
-from . import framing, isolation
+from . import framing, isolation, sqlchannel
 from . import prefault as _prefault
 from . import prewarm as _prewarm
 
@@ -163,9 +163,13 @@ def spare_main(
         frame = framing.read_frame_fd(job_fd)
         if frame is None:  # discarded spare
             os._exit(0)
-        os.close(job_fd)
         job = json.loads(frame)
-        payload = run_job(job, datasets_cache, data_dir, scratch)
+        channel = sqlchannel.ChildChannel.for_job(job, job_fd, result_fd)
+        if channel is None:  # else the job pipe carries the answers of its SQL queries
+            os.close(job_fd)
+        payload = run_job(job, datasets_cache, data_dir, scratch, channel)
+        if channel is not None:
+            payload = sqlchannel.RESULT_TAG + payload
     except BaseException:  # noqa: BLE001 - the job itself is wrapped; this is our own bug
         os.write(2, traceback.format_exc().encode()[-4000:])
         os._exit(EXIT_CRASHED)
@@ -270,8 +274,11 @@ def read_data_file(path: str, *, use_threads: bool = True) -> Any:
     raise ValueError(f"{os.path.basename(path)}: unknown data file type (use .parquet, .csv, .json, .feather)")
 
 
-def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
-    """The globals user code sees: like PandasAI's CodeExecutor (pd, np, plt) plus data access."""
+def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_dir: str,
+                    ask: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The globals user code sees: like PandasAI's CodeExecutor (pd, np, plt) plus data access.
+
+    ``ask`` (SQL by call-back, :mod:`.sqlchannel`) answers a query not staged in ``datasets``."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
     import pandas as pd  # noqa: PLC0415
@@ -284,6 +291,8 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
         if name is None and isinstance(sql_query, str):
             name = datasets.get(sql_query.strip())
         if name is None:
+            if ask is not None:
+                return ask(sql_query)
             raise MissingDatasetError(str(sql_query))
         return load_dataset(name)
 
@@ -300,11 +309,13 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
     }
 
 
-def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scratch: str) -> bytes:
+def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scratch: str,
+            channel: sqlchannel.ChildChannel | None = None) -> bytes:
     """Run one job's code in this process; return the result message (JSON bytes)."""
     isolation.apply_rlimits(isolation.ChildLimits(**job["limits"]))
     _link_data(scratch, data_dir)
-    namespace = build_namespace(job.get("datasets") or {}, cache, data_dir)
+    namespace = build_namespace(job.get("datasets") or {}, cache, data_dir,
+                                channel.ask if channel is not None else None)
     status, error, result = "ok", None, None
     try:
         code = compile(job["code"], "<sandbox>", "exec")

@@ -92,11 +92,6 @@ OPEN: dict[str, str] = {
                       "(warnings and tracebacks name it)"),
     "main-module": ("the executor runs the code with __name__ == '__main__': its DeprecationWarnings "
                     "are shown in the pod and hidden locally"),
-    "sql-callback": ("SQL is staged, not asked for: a query built at run time costs a run of the code "
-                     "from its start (more than max_sql_rounds of them fail), a literal runs before "
-                     "the code (once, even when called twice or in a branch not taken), a failing "
-                     "query fails the execution instead of raising inside the code; the SQL "
-                     "call-back (executor/docs/sql-callback.md) answers each call while the code waits"),
     "frame-metadata": ("the dataframe encoding loses pandas metadata: the storage of pandas strings "
                        "(string[pyarrow] comes back string[python]), a DatetimeIndex's freq, and a "
                        "MultiIndex of columns with a categorical level cannot be read back (pyarrow 18)"),
@@ -125,10 +120,13 @@ SECRET_FILE = (("host-secret.csv", f"name,value\ntoken,{SECRET}\n"),)
 
 
 def check_secret_stays_on_the_host(local: Outcome, boxed: Outcome) -> None:
-    """Locally the code reads the host file through DuckDB; the sandbox refuses the query and the
-    file's content appears nowhere in what the sandboxed run produced."""
+    """Locally the code reads the host file through DuckDB; the sandbox refuses the query (the code
+    gets PandasAI's MaliciousQueryError raised by its execute_sql_query) and the file's content
+    appears nowhere in what the sandboxed run produced."""
     assert SECRET in str(local.value), local
-    assert boxed.response_class == "ErrorResponse" and "SQLRefused" in (boxed.error_text or ""), boxed
+    assert boxed.response_class == "ErrorResponse", boxed
+    assert "pandasai.exceptions.MaliciousQueryError: the pod sandbox does not run this query" in \
+        (boxed.error_text or ""), boxed
     assert all(SECRET not in text for text in (boxed.error_text or "", boxed.stdout, boxed.stderr, str(boxed.value)))
     assert all("host-secret" not in query for query in boxed.sql_calls)  # never run on the host
 
@@ -499,7 +497,7 @@ result = {"type": "dataframe", "value": df}
 region = "north"
 df = execute_sql_query(f"SELECT units FROM sales WHERE region = '{region}'")
 result = {"type": "number", "value": int(df["units"].sum())}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_fstring_in_a_loop", "dataframe sql-fstring sql-loop", """
 import pandas as pd
 
@@ -508,7 +506,7 @@ for order_id in range(1, 13):
     df = execute_sql_query(f"SELECT order_id, revenue FROM sales WHERE order_id = {order_id}")
     rows.append(df)
 result = {"type": "dataframe", "value": pd.concat(rows, ignore_index=True)}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_loop_with_prints", "string sql-fstring sql-loop print", """
 totals = {}
 for region in ["north", "south", "east"]:
@@ -517,7 +515,7 @@ for region in ["north", "south", "east"]:
     print(f"{region}: {totals[region]:.2f}")
 best = max(totals, key=totals.get)
 result = {"type": "string", "value": f"{best} sold most"}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_dynamic_table_name", "dataframe sql-dynamic-table sql-join", """
 import pandas as pd
 
@@ -526,7 +524,7 @@ for table in ["regions", "managers"]:
     frames[table] = execute_sql_query(f"SELECT * FROM {table}")
 merged = frames["regions"].merge(frames["managers"], on="manager")
 result = {"type": "dataframe", "value": merged}
-""", tables=("sales", "regions", "managers"), open=T({"sql-callback"})),
+""", tables=("sales", "regions", "managers")),
     _p("sql_literal_in_a_branch_not_taken", "number sql-literal", """
 detailed = False
 if detailed:
@@ -534,12 +532,12 @@ if detailed:
 else:
     df = execute_sql_query("SELECT COUNT(*) AS n FROM sales")
 result = {"type": "number", "value": int(df["n"].iloc[0])}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_same_literal_twice", "number sql-literal", """
 before = execute_sql_query("SELECT COUNT(*) AS n FROM sales")
 after = execute_sql_query("SELECT COUNT(*) AS n FROM sales")
 result = {"type": "number", "value": int(before["n"].iloc[0] + after["n"].iloc[0])}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_dataset_on_disk", "dataframe sql-literal", """
 df = execute_sql_query("SELECT region, SUM(revenue) AS revenue FROM sales GROUP BY region ORDER BY region")
 result = {"type": "dataframe", "value": df}
@@ -659,7 +657,7 @@ result = {"type": "number", "value": depth(0)}
     _p("error_sql_unknown_column", "error:duckdb sql-literal", """
 df = execute_sql_query("SELECT profit FROM sales")
 result = {"type": "number", "value": 1}
-""", open=T({"sql-callback"})),
+""", open=T({"code-filename"})),
     _p("sql_error_caught_by_the_code", "string sql-literal", """
 try:
     df = execute_sql_query("SELECT profit FROM sales")
@@ -668,7 +666,7 @@ except Exception as exc:
     df = execute_sql_query("SELECT revenue FROM sales")
     answer = f"no profit column, revenue is {df['revenue'].sum():.2f}"
 result = {"type": "string", "value": answer}
-""", open=T({"sql-callback"})),
+"""),
     _p("error_retry_then_answer", "number retry error:KeyError sql-literal", """
 df = execute_sql_query("SELECT revenue FROM sales")
 result = {"type": "number", "value": df["Revenue"].sum()}
@@ -800,7 +798,6 @@ OPEN_SHOWS: dict[str, frozenset[str]] = {
     "number-type": T({"number-type"}),
     "code-filename": T({"code-filename"}),
     "main-module": T({"stderr"}),
-    "sql-callback": T({"pod-executions", "outcome", "error-frames", "sql-calls"}),
     "frame-metadata": T({"frame", "outcome"}),
     "result-fidelity": T({"raised-message", "outcome"}),
 }
