@@ -83,7 +83,7 @@ def test_each_query_is_asked_once_in_order_while_the_code_waits(server: Executor
     with HealthPoller(server) as poller:
         final, asked = run(server, code, by_number)
     assert final["status"] == "ok", final
-    assert final["result"] == {"type": "number", "value": sum(range(12))}
+    assert final["result"] == {"type": "number", "value": sum(range(12)), "number_type": "builtins.int"}
     assert [q["seq"] for q in asked] == list(range(1, 13))
     assert [q["sql"] for q in asked] == [f"SELECT {i} AS n" for i in range(12)]
     assert final["stdout"] == "start\n" + "".join(f"got {i}\n" for i in range(12))  # once: no re-run

@@ -64,6 +64,12 @@ from typing import Any, Mapping
 API_VERSION = "1"
 STATUSES = ("ok", "error", "timeout", "memory", "killed")
 RESULT_TYPES = ("number", "string", "dataframe", "plot", "none")
+#: A ``number`` result's ``number_type``: the value's class, so the client answers what the code
+#: left (``numpy.float64`` from ``df.mean()``, as locally), not what JSON makes of it.
+NUMBER_TYPES = ("builtins.int", "builtins.float", "builtins.bool",
+                *(f"numpy.{name}" for name in ("int8", "int16", "int32", "int64", "uint8", "uint16",
+                                               "uint32", "uint64", "float16", "float32", "float64",
+                                               "bool")))
 DATAFRAME_ENCODINGS = ("parquet+base64", "json-split")
 PNG_DATA_URI_PREFIX = "data:image/png;base64,"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -257,6 +263,35 @@ def encode_number(value: Any) -> int | float | str:
     return number
 
 
+def number_type(value: Any) -> str | None:
+    """The ``number_type`` of a number result's value (None: a class outside :data:`NUMBER_TYPES`)."""
+    kind = type(value)
+    if kind in (bool, int, float):
+        return f"builtins.{kind.__name__}"
+    module = getattr(kind, "__module__", "")
+    if module == "numpy":
+        import numpy as np  # noqa: PLC0415 - numpy's own scalar: numpy is there
+
+        name = f"numpy.{np.dtype(kind).name}"
+        return name if name in NUMBER_TYPES and np.dtype(kind).type is kind else None
+    return None
+
+
+def _typed_number(value: int | float, kind: str | None) -> Any:
+    """A decoded number as the class the code left it (``number_type``), else as JSON has it."""
+    if kind is None or kind == "builtins.int" and isinstance(value, int):
+        return value
+    if kind == "builtins.float":
+        return float(value)
+    if kind == "builtins.bool":
+        return bool(value)
+    if kind == "builtins.int":
+        return int(value) if math.isfinite(value) else value
+    import numpy as np  # noqa: PLC0415 - a numpy type was sent: the client has numpy (pandas needs it)
+
+    return np.dtype(kind.split(".", 1)[1]).type(value)
+
+
 def _decode_number(value: Any) -> int | float:
     if isinstance(value, str):
         special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -391,7 +426,11 @@ def encode_result(result: Any, *, cwd: str | None = None) -> dict[str, Any]:
     rtype = result["type"]
     value = result["value"]
     if rtype == "number":
-        return {"type": "number", "value": encode_number(value)}
+        encoded: dict[str, Any] = {"type": "number", "value": encode_number(value)}
+        kind = number_type(value)
+        if kind is not None:
+            encoded["number_type"] = kind
+        return encoded
     if rtype == "string":
         if not isinstance(value, str):
             raise ResultError(f"type 'string' needs a str, got {type(value).__name__}")
@@ -407,10 +446,12 @@ def encode_result(result: Any, *, cwd: str | None = None) -> dict[str, Any]:
 
 def validate_result(obj: Any) -> dict[str, Any]:
     """Check a result object's shape (not its DataFrame payload); raise :class:`WireError`."""
-    if not isinstance(obj, dict) or set(obj) != {"type", "value"}:
-        raise WireError("result", 'must be an object with exactly "type" and "value"')
+    if not isinstance(obj, dict) or set(obj) - {"number_type"} != {"type", "value"}:
+        raise WireError("result", 'must be an object with exactly "type" and "value" (and a number\'s "number_type")')
     rtype = obj["type"]
     value = obj["value"]
+    if "number_type" in obj and (rtype != "number" or obj["number_type"] not in NUMBER_TYPES):
+        raise WireError("result.number_type", f"only for a number, one of {', '.join(NUMBER_TYPES)}")
     if rtype not in RESULT_TYPES:
         raise WireError("result.type", f"must be one of {', '.join(RESULT_TYPES)}")
     if rtype == "number":
@@ -435,7 +476,7 @@ def decode_result(obj: Mapping[str, Any]) -> dict[str, Any]:
     rtype = obj["type"]
     value = obj["value"]
     if rtype == "number":
-        return {"type": "number", "value": _decode_number(value)}
+        return {"type": "number", "value": _typed_number(_decode_number(value), obj.get("number_type"))}
     if rtype == "dataframe":
         return {"type": "dataframe", "value": decode_dataframe(value)}
     return {"type": rtype, "value": value}

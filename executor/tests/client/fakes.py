@@ -182,7 +182,7 @@ class FakeExecutor:
         status, error, result = "ok", None, {"type": "none", "value": None}
         try:
             with contextlib.redirect_stdout(out):
-                exec(compile(payload["code"], "<sandbox>", "exec"), namespace)  # noqa: S102 - test double
+                exec(compile(payload["code"], "<string>", "exec"), namespace)  # noqa: S102 - test double
             result = wire.encode_result(namespace.get("result"))
         except TimeoutError as exc:
             status = "timeout"

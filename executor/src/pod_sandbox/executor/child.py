@@ -23,6 +23,8 @@ from . import prefault as _prefault
 from . import prewarm as _prewarm
 
 TRACEBACK_MAX = 64 * 1024
+#: The code's file name in tracebacks and warnings: PandasAI exec()s the string, so "<string>".
+CODE_FILENAME = "<string>"
 EXIT_SETUP_FAILED = 120
 EXIT_CRASHED = 121
 
@@ -296,8 +298,7 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
             raise MissingDatasetError(str(sql_query))
         return load_dataset(name)
 
-    return {
-        "__name__": "__main__",
+    return {  # no __name__, as in PandasAI's environment (its warnings filter as locally)
         "__builtins__": __builtins__,
         "pd": pd,
         "np": np,
@@ -318,7 +319,7 @@ def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scr
                                 channel.ask if channel is not None else None)
     status, error, result = "ok", None, None
     try:
-        code = compile(job["code"], "<sandbox>", "exec")
+        code = compile(job["code"], CODE_FILENAME, "exec")
         exec(code, namespace)  # noqa: S102 - running untrusted code is this module's job
     except MemoryError as exc:
         status, error = "memory", _error(exc)

@@ -86,12 +86,6 @@ KEPT_EVERYWHERE = frozenset({"library-paths"})
 
 #: Differences not fixed yet: each program marked with one fails (strict xfail) for that reason.
 OPEN: dict[str, str] = {
-    "number-type": ("numbers cross the wire as JSON: numpy.float64/int64 come back as float/int "
-                    "(fix: result.number_type on the wire, after issue 15)"),
-    "code-filename": ("the executor compiles the code as '<sandbox>'; PandasAI exec()s it as '<string>' "
-                      "(warnings and tracebacks name it)"),
-    "main-module": ("the executor runs the code with __name__ == '__main__': its DeprecationWarnings "
-                    "are shown in the pod and hidden locally"),
     "frame-metadata": ("the dataframe encoding loses pandas metadata: the storage of pandas strings "
                        "(string[pyarrow] comes back string[python]), a DatetimeIndex's freq, and a "
                        "MultiIndex of columns with a categorical level cannot be read back (pyarrow 18)"),
@@ -172,13 +166,13 @@ import pandas as pd
 df = execute_sql_query("SELECT revenue FROM sales")
 average_revenue = df["revenue"].mean()
 result = {"type": "number", "value": average_revenue}
-""", open=T({"number-type"})),
+"""),
     _p("number_numpy_int", "number sql-literal", """
 import pandas as pd
 
 df = execute_sql_query("SELECT order_id FROM sales WHERE revenue > 10")
 result = {"type": "number", "value": df["order_id"].max()}
-""", open=T({"number-type"})),
+"""),
     _p("number_nan", "number sql-literal", """
 import pandas as pd
 
@@ -574,56 +568,56 @@ df = execute_sql_query("SELECT revenue FROM sales")
 if df["revenue"].isna().any():
     warnings.warn("some orders have no revenue")
 result = {"type": "number", "value": int(df["revenue"].isna().sum())}
-""", open=T({"code-filename"})),
+"""),
     _p("warning_from_pandas", "dataframe warning sql-literal", """
 import pandas as pd
 
 df = execute_sql_query("SELECT units, revenue FROM sales ORDER BY order_id")
 rounded = df[["revenue"]].applymap(lambda v: round(v, 0))
 result = {"type": "dataframe", "value": rounded}
-""", open=T({"code-filename"})),
+"""),
     _p("warning_deprecation_from_the_code", "number warning sql-literal", """
 import warnings
 
 df = execute_sql_query("SELECT units FROM sales")
 warnings.warn("units will be renamed", DeprecationWarning)
 result = {"type": "number", "value": len(df)}
-""", open=T({"main-module"})),
+"""),
     _p("print_then_failure_retried", "error:KeyError print sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 print("looking for the price column")
 result = {"type": "number", "value": df["price"].sum()}
-""", open=T({"code-filename"})),
+"""),
     # ---- errors
     _p("error_key", "error:KeyError sql-literal", """
 df = execute_sql_query("SELECT * FROM sales")
 result = {"type": "number", "value": df["profit"].sum()}
-""", open=T({"code-filename"})),
+"""),
     _p("error_zero_division", "error:ZeroDivisionError sql-literal", """
 df = execute_sql_query("SELECT units FROM sales WHERE units > 100")
 ratio = len(df) / 0
 result = {"type": "number", "value": ratio}
-""", open=T({"code-filename"})),
+"""),
     _p("error_name", "error:NameError sql-literal", """
 df = execute_sql_query("SELECT * FROM sales")
 result = {"type": "number", "value": total_revenue}
-""", open=T({"code-filename"})),
+"""),
     _p("error_type", "error:TypeError sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 result = {"type": "string", "value": "Regions: " + len(df)}
-""", open=T({"code-filename"})),
+"""),
     _p("error_value", "error:ValueError sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 result = {"type": "number", "value": int(df["region"].iloc[0])}
-""", open=T({"code-filename"})),
+"""),
     _p("error_attribute", "error:AttributeError sql-literal", """
 df = execute_sql_query("SELECT revenue FROM sales")
 result = {"type": "number", "value": df.revenue.totalsum()}
-""", open=T({"code-filename"})),
+"""),
     _p("error_index", "error:IndexError sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 result = {"type": "string", "value": df["region"].tolist()[99]}
-""", open=T({"code-filename"})),
+"""),
     _p("error_in_a_function", "error:ValueError sql-literal", """
 def share(part, whole):
     if whole == 0:
@@ -632,7 +626,7 @@ def share(part, whole):
 
 df = execute_sql_query("SELECT revenue FROM sales WHERE region = 'nowhere'")
 result = {"type": "number", "value": share(1, len(df))}
-""", open=T({"code-filename"})),
+"""),
     _p("error_custom_exception", "error:custom sql-literal", """
 class DataQualityError(Exception):
     pass
@@ -641,23 +635,23 @@ df = execute_sql_query("SELECT units FROM sales")
 if df["units"].isna().any():
     raise DataQualityError("units has missing values")
 result = {"type": "number", "value": 0}
-""", open=T({"code-filename"})),
+"""),
     _p("error_assertion", "error:AssertionError sql-literal", """
 df = execute_sql_query("SELECT units FROM sales")
 assert len(df) > 100, "expected more than 100 orders"
 result = {"type": "number", "value": len(df)}
-""", open=T({"code-filename"})),
+"""),
     _p("error_recursion", "error:RecursionError sql-literal", """
 def depth(n):
     return depth(n + 1)
 
 df = execute_sql_query("SELECT units FROM sales")
 result = {"type": "number", "value": depth(0)}
-""", open=T({"code-filename"})),
+"""),
     _p("error_sql_unknown_column", "error:duckdb sql-literal", """
 df = execute_sql_query("SELECT profit FROM sales")
 result = {"type": "number", "value": 1}
-""", open=T({"code-filename"})),
+"""),
     _p("sql_error_caught_by_the_code", "string sql-literal", """
 try:
     df = execute_sql_query("SELECT profit FROM sales")
@@ -795,9 +789,6 @@ KEPT_SHOWS: dict[str, frozenset[str]] = {
 
 #: The difference kinds each open difference shows today.
 OPEN_SHOWS: dict[str, frozenset[str]] = {
-    "number-type": T({"number-type"}),
-    "code-filename": T({"code-filename"}),
-    "main-module": T({"stderr"}),
     "frame-metadata": T({"frame", "outcome"}),
     "result-fidelity": T({"raised-message", "outcome"}),
 }
