@@ -131,6 +131,11 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     (``exports/charts/temp_chart_<uuid>.png``) and answers that path (off: the PNG as a data
     URI, nothing written on the host). Failures are PandasAI's own exceptions
     (``CodeExecutionError``, ``NoResultFoundError``, ``InvalidOutputValueMismatch``).
+
+    SQL: each ``execute_sql_query(q)`` of the code is answered while the code waits, run on this
+    host with PandasAI's own connector (:mod:`.sqlcallback`); ``query_timeout_s`` bounds one
+    query's wait, ``sql_prestage`` also uploads the code's literal queries before it starts.
+    Against an executor without the call-back, SQL is staged (``max_sql_rounds``).
     """
 
     def __init__(
