@@ -121,6 +121,7 @@ def preload() -> dict[str, str]:
     frame.loc[frame["a"] > 0, "a"].mean()
     frame[frame["b"] == "x"].groupby("b")["a"].agg(["sum", "mean", "count"])
     wire.encode_dataframe(frame)
+    sqlchannel.warm()  # the SQL call-back's answer path (a Parquet read into pandas)
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3])
     wire.encode_plot(fig)
