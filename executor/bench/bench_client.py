@@ -429,7 +429,9 @@ class StepTimer:
         ("Parquet encode", "pod_sandbox.client.datasets", "to_parquet"),
         ("content hash", "pod_sandbox.client.datasets", "digest"),
         ("upload (PUT /v1/files)", "pod_sandbox.client.protocol", "ExecutorClient.put_file"),
-        ("execute round trip (POST /v1/execute)", "pod_sandbox.client.protocol", "ExecutorClient.execute"),
+        ("execute round trip (POST /v1/execute, to the query)", "pod_sandbox.client.protocol", "ExecutorClient.execute"),
+        ("answer round trip (POST /v1/executions/.../queries)", "pod_sandbox.client.protocol",
+         "ExecutorClient.answer_query"),
         ("result decode", "pod_sandbox.wire", "decode_result"),
         ("output echo", "pod_sandbox.client.output", "echo"),
     )
@@ -472,8 +474,8 @@ class StepTimer:
 def chat_overhead(box: KubernetesSandbox, runs: int, profile: bool, vary: bool) -> dict[str, Any]:
     """Interleaved ``Agent.chat`` pairs, local execution and the sandbox, on one open session.
 
-    ``vary``: every chat's SQL is new, so the sandbox stages a new query result each time (the
-    usual case: a user's next question); else the same question again (its result staged once)."""
+    ``vary``: every chat's SQL is new (the usual case: a user's next question); else the same
+    question again. With the SQL call-back both run the query on the host while the code waits."""
     import tempfile  # noqa: PLC0415
 
     import pandas as pd  # noqa: PLC0415

@@ -49,7 +49,7 @@ def test_children_carry_none_of_the_http_side(server):
 
 def test_number_string_none_results(server):
     assert server.run('result = {"type": "number", "value": np.int64(41) + 1}')["result"] == \
-        {"type": "number", "value": 42}
+        {"type": "number", "value": 42, "number_type": "numpy.int64"}
     assert server.run('result = {"type": "number", "value": float("nan")}')["result"]["value"] == "NaN"
     assert server.run('result = {"type": "string", "value": "héllo"}')["result"] == \
         {"type": "string", "value": "héllo"}

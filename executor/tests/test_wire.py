@@ -57,7 +57,8 @@ def test_parse_execute_request_defaults_and_limits():
 
 
 def test_numbers():
-    assert wire.encode_result({"type": "number", "value": np.int64(3)}) == {"type": "number", "value": 3}
+    assert wire.encode_result({"type": "number", "value": np.int64(3)}) == {"type": "number", "value": 3,
+                                                                          "number_type": "numpy.int64"}
     assert wire.encode_result({"type": "number", "value": np.float32(0.5)})["value"] == 0.5
     for value, text in [(math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity")]:
         enc = wire.encode_result({"type": "number", "value": value})

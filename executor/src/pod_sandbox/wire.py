@@ -66,6 +66,12 @@ from .limits import DEFAULT_LIMITS, AnswerLimits, LimitExceeded
 API_VERSION = "1"
 STATUSES = ("ok", "error", "timeout", "memory", "killed")
 RESULT_TYPES = ("number", "string", "dataframe", "plot", "none")
+#: A ``number`` result's ``number_type``: the value's class, so the client answers what the code
+#: left (``numpy.float64`` from ``df.mean()``, as locally), not what JSON makes of it.
+NUMBER_TYPES = ("builtins.int", "builtins.float", "builtins.bool",
+                *(f"numpy.{name}" for name in ("int8", "int16", "int32", "int64", "uint8", "uint16",
+                                               "uint32", "uint64", "float16", "float32", "float64",
+                                               "bool")))
 DATAFRAME_ENCODINGS = ("parquet+base64", "json-split")
 PNG_DATA_URI_PREFIX = "data:image/png;base64,"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -74,7 +80,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILE_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
 TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{32,256}\Z")
 REQUEST_ID_MAX = 128
-EXECUTE_FIELDS = ("code", "timeout_s", "max_output_bytes", "datasets", "request_id")
+EXECUTE_FIELDS = ("code", "timeout_s", "max_output_bytes", "datasets", "request_id", "sql_callback",
+                  "query_timeout_s")
+#: The non-final execute answer of SQL by call-back: the code waits for a query's result.
+QUERY_STATUS = "query"
+#: What ``GET /v1/info`` lists in ``features`` when the executor answers SQL by call-back.
+SQL_CALLBACK_FEATURE = "sql-callback"
+EXECUTION_ID_RE = re.compile(r"^e-[0-9a-f]{32}$")
 
 
 class WireError(ValueError):
@@ -127,6 +139,10 @@ class ExecuteRequest:
     max_output_bytes: int
     datasets: dict[str, str] = field(default_factory=dict)
     request_id: str | None = None
+    #: ``execute_sql_query`` of a query not in ``datasets`` asks the client (status ``query``).
+    sql_callback: bool = False
+    #: How long one query may wait for its answer (None: the executor's default).
+    query_timeout_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The request as the JSON object a client sends."""
@@ -139,6 +155,10 @@ class ExecuteRequest:
             body["datasets"] = dict(self.datasets)
         if self.request_id is not None:
             body["request_id"] = self.request_id
+        if self.sql_callback:
+            body["sql_callback"] = True
+        if self.query_timeout_s is not None:
+            body["query_timeout_s"] = self.query_timeout_s
         return body
 
 
@@ -154,6 +174,8 @@ def parse_execute_request(
     default_timeout_s: float,
     max_output_bytes: int,
     max_datasets: int = 256,
+    default_query_timeout_s: float = 60.0,
+    max_query_timeout_s: float = 300.0,
 ) -> ExecuteRequest:
     """Validate a decoded JSON body against the limits; raise :class:`WireError` naming the field."""
     if not isinstance(body, dict):
@@ -194,12 +216,22 @@ def parse_execute_request(
         not isinstance(request_id, str) or len(request_id) > REQUEST_ID_MAX
     ):
         raise WireError("request_id", f"must be a string of at most {REQUEST_ID_MAX} chars")
+    sql_callback = body.get("sql_callback", False)
+    if not isinstance(sql_callback, bool):
+        raise WireError("sql_callback", "must be a boolean")
+    query_timeout_s = body.get("query_timeout_s", default_query_timeout_s)
+    if not _is_number(query_timeout_s) or not math.isfinite(query_timeout_s) or query_timeout_s <= 0:
+        raise WireError("query_timeout_s", "must be a positive number")
+    if query_timeout_s > max_query_timeout_s:
+        raise WireError("query_timeout_s", f"must be at most max_query_timeout_s={max_query_timeout_s}")
     return ExecuteRequest(
         code=code,
         timeout_s=float(timeout_s),
         max_output_bytes=out,
         datasets=dict(datasets),
         request_id=request_id,
+        sql_callback=sql_callback,
+        query_timeout_s=float(query_timeout_s),
     )
 
 
@@ -231,6 +263,35 @@ def encode_number(value: Any) -> int | float | str:
     if math.isinf(number):
         return "Infinity" if number > 0 else "-Infinity"
     return number
+
+
+def number_type(value: Any) -> str | None:
+    """The ``number_type`` of a number result's value (None: a class outside :data:`NUMBER_TYPES`)."""
+    kind = type(value)
+    if kind in (bool, int, float):
+        return f"builtins.{kind.__name__}"
+    module = getattr(kind, "__module__", "")
+    if module == "numpy":
+        import numpy as np  # noqa: PLC0415 - numpy's own scalar: numpy is there
+
+        name = f"numpy.{np.dtype(kind).name}"
+        return name if name in NUMBER_TYPES and np.dtype(kind).type is kind else None
+    return None
+
+
+def _typed_number(value: int | float, kind: str | None) -> Any:
+    """A decoded number as the class the code left it (``number_type``), else as JSON has it."""
+    if kind is None or kind == "builtins.int" and isinstance(value, int):
+        return value
+    if kind == "builtins.float":
+        return float(value)
+    if kind == "builtins.bool":
+        return bool(value)
+    if kind == "builtins.int":
+        return int(value) if math.isfinite(value) else value
+    import numpy as np  # noqa: PLC0415 - a numpy type was sent: the client has numpy (pandas needs it)
+
+    return np.dtype(kind.split(".", 1)[1]).type(value)
 
 
 def _decode_number(value: Any) -> int | float:
@@ -447,7 +508,11 @@ def encode_result(result: Any, *, cwd: str | None = None) -> dict[str, Any]:
     rtype = result["type"]
     value = result["value"]
     if rtype == "number":
-        return {"type": "number", "value": encode_number(value)}
+        encoded: dict[str, Any] = {"type": "number", "value": encode_number(value)}
+        kind = number_type(value)
+        if kind is not None:
+            encoded["number_type"] = kind
+        return encoded
     if rtype == "string":
         if not isinstance(value, str):
             raise ResultError(f"type 'string' needs a str, got {type(value).__name__}")
@@ -463,10 +528,12 @@ def encode_result(result: Any, *, cwd: str | None = None) -> dict[str, Any]:
 
 def validate_result(obj: Any) -> dict[str, Any]:
     """Check a result object's shape (not its DataFrame payload); raise :class:`WireError`."""
-    if not isinstance(obj, dict) or set(obj) != {"type", "value"}:
-        raise WireError("result", 'must be an object with exactly "type" and "value"')
+    if not isinstance(obj, dict) or set(obj) - {"number_type"} != {"type", "value"}:
+        raise WireError("result", 'must be an object with exactly "type" and "value" (and a number\'s "number_type")')
     rtype = obj["type"]
     value = obj["value"]
+    if "number_type" in obj and (rtype != "number" or obj["number_type"] not in NUMBER_TYPES):
+        raise WireError("result.number_type", f"only for a number, one of {', '.join(NUMBER_TYPES)}")
     if rtype not in RESULT_TYPES:
         raise WireError("result.type", f"must be one of {', '.join(RESULT_TYPES)}")
     if rtype == "number":
@@ -497,7 +564,7 @@ def decode_result(obj: Mapping[str, Any], limits: AnswerLimits = DEFAULT_LIMITS)
     rtype = obj["type"]
     value = obj["value"]
     if rtype == "number":
-        return {"type": "number", "value": _decode_number(value)}
+        return {"type": "number", "value": _typed_number(_decode_number(value), obj.get("number_type"))}
     if rtype == "dataframe":
         return {"type": "dataframe", "value": decode_dataframe(value, limits)}
     if rtype == "plot":
@@ -580,6 +647,8 @@ def validate_execute_response(
     """
     if not isinstance(obj, dict):
         raise WireError("response", "must be a JSON object")
+    if obj.get("status") == QUERY_STATUS:
+        return validate_query_event(obj)
     if obj.get("status") not in STATUSES:
         raise WireError("status", f"must be one of {', '.join(STATUSES)}")
     validate_result(obj.get("result"))
@@ -619,4 +688,27 @@ def validate_execute_response(
     request_id = obj.get("request_id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > REQUEST_ID_MAX):
         raise WireError("request_id", f"must be null or a string of at most {REQUEST_ID_MAX} chars")
+    return obj
+
+
+def validate_query_event(obj: Any, max_query_chars: int = 1 << 20) -> dict[str, Any]:
+    """Check a ``status: "query"`` answer (the code waits for ``query``); raise :class:`WireError`."""
+    if not isinstance(obj, dict) or obj.get("status") != QUERY_STATUS:
+        raise WireError("status", f"must be {QUERY_STATUS!r}")
+    execution = obj.get("execution")
+    if not isinstance(execution, str) or not EXECUTION_ID_RE.match(execution):
+        raise WireError("execution", "must be an execution id (e- and 32 hex digits)")
+    query = obj.get("query")
+    if not isinstance(query, dict):
+        raise WireError("query", "must be an object {seq, sql, max_bytes, timeout_s}")
+    seq, sql = query.get("seq"), query.get("sql")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise WireError("query.seq", "must be a positive integer")
+    if not isinstance(sql, str) or len(sql) > max_query_chars:
+        raise WireError("query.sql", f"must be a string of at most {max_query_chars} characters")
+    max_bytes = query.get("max_bytes")
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise WireError("query.max_bytes", "must be a non-negative integer")
+    if not _is_number(query.get("timeout_s")) or not query["timeout_s"] > 0:
+        raise WireError("query.timeout_s", "must be a positive number")
     return obj

@@ -44,6 +44,9 @@ class FakeExecutor:
         self.connections = 0
         self.hooks: dict[str, Callable[[BaseHTTPRequestHandler], bool]] = {}
         self.shutdowns = 0
+        #: What /v1/info lists: none, so this double is an executor that stages SQL (the
+        #: call-back is tested against the real executor, tests/test_sqlcallback.py).
+        self.features: list[str] = []
         self.lock = threading.Lock()
         fake = self
 
@@ -98,6 +101,8 @@ class FakeExecutor:
                     return self._send(200, {"claimed": True})
                 if not self._authorized():
                     return None
+                if self.path == "/v1/info" and method == "GET":
+                    return self._send(200, {"api_version": wire.API_VERSION, "features": fake.features})
                 if self.path == "/v1/shutdown":
                     fake.shutdowns += 1
                     return self._send(202, {"status": "shutting down"})
@@ -177,7 +182,7 @@ class FakeExecutor:
         status, error, result = "ok", None, {"type": "none", "value": None}
         try:
             with contextlib.redirect_stdout(out):
-                exec(compile(payload["code"], "<sandbox>", "exec"), namespace)  # noqa: S102 - test double
+                exec(compile(payload["code"], "<string>", "exec"), namespace)  # noqa: S102 - test double
             result = wire.encode_result(namespace.get("result"))
         except TimeoutError as exc:
             status = "timeout"

@@ -86,14 +86,14 @@ def test_the_client_uses_pandasais_own_exception_classes():
 @pytest.mark.parametrize("status, cls", [("error", SandboxExecutionError), ("timeout", SandboxTimeoutError),
                                          ("killed", SandboxExecutionError), ("memory", SandboxExecutionError)])
 def test_a_failed_execution_is_a_code_execution_error_raised_from_the_pod_traceback(status, cls):
-    pod_tb = 'Traceback (most recent call last):\n  File "<sandbox>", line 3, in <module>\nKeyError: \'x\'\n'
+    pod_tb = 'Traceback (most recent call last):\n  File "<string>", line 3, in <module>\nKeyError: \'x\'\n'
     with pytest.raises(cls) as info:
         raise_for_status(response(status, error={"type": "KeyError", "message": "'x'", "traceback": pod_tb}))
     exc = info.value
     assert isinstance(exc, CodeExecutionError)  # PandasAI retries it and answers ErrorResponse
     assert isinstance(exc.__cause__, PodTraceback) and exc.traceback == pod_tb
     shown = "".join(traceback.format_exception(exc))  # PandasAI's traceback.format_exc()
-    assert shown.index('File "<sandbox>", line 3') < shown.index("direct cause") < shown.index(type(exc).__name__)
+    assert shown.index('File "<string>", line 3') < shown.index("direct cause") < shown.index(type(exc).__name__)
 
 
 def test_a_failure_without_traceback_has_no_cause():
@@ -166,10 +166,10 @@ def test_sql_rounds_exhausted_say_so_in_words_a_user_can_act_on(fake_executor):
 
 def test_prints_and_warnings_reach_this_process_streams(box, fake_executor, capsys):
     canned(fake_executor, response(result={"type": "number", "value": 3}, stdout="hello\n3 rows\n",
-                                   stderr="<sandbox>:2: UserWarning: careful\n"))
+                                   stderr="<string>:2: UserWarning: careful\n"))
     assert box.execute("print('hello')", {}) == {"type": "number", "value": 3}
     out, err = capsys.readouterr()
-    assert out == "hello\n3 rows\n" and err == "<sandbox>:2: UserWarning: careful\n"
+    assert out == "hello\n3 rows\n" and err == "<string>:2: UserWarning: careful\n"
 
 
 def test_output_of_a_failed_execution_is_shown_before_the_exception(box, fake_executor, capsys):

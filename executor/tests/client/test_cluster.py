@@ -142,7 +142,7 @@ def test_agent_retries_with_the_in_pod_traceback(make_sandbox, datasets_dir):
     # traceback, then answered its ErrorResponse, as with local execution
     answer = agent.chat("sum of nope")
     assert type(answer).__name__ == "ErrorResponse"
-    assert re.search("(?s)<sandbox>\", line 2.*KeyError: 'nope'", answer.error), answer.error
+    assert re.search("(?s)<string>\", line 2.*KeyError: 'nope'", answer.error), answer.error
     assert llm.calls == 2
 
 

@@ -31,7 +31,7 @@ def test_one_connection_is_kept_alive_for_many_requests(fake_executor):
         assert client.health() == {"status": "ok"}
     request = wire.ExecuteRequest(code="result = {'type': 'number', 'value': 1}", timeout_s=5, max_output_bytes=1000)
     for _ in range(5):
-        assert client.execute(request)["result"] == {"type": "number", "value": 1}
+        assert client.execute(request)["result"] == {"type": "number", "value": 1, "number_type": "builtins.int"}
     assert client.http.connections_opened == 1
     assert fake_executor.connections == 1
     client.http.close()

@@ -119,7 +119,7 @@ def test_error_carries_the_traceback(box):
     assert info.value.error_type == "KeyError"
     assert isinstance(info.value, CodeExecutionError)  # PandasAI retries it, then answers ErrorResponse
     shown = "".join(traceback.format_exception(info.value))  # what PandasAI's format_exc() shows
-    assert 'File "<sandbox>", line 2' in shown and "KeyError: 'nope'" in shown
+    assert 'File "<string>", line 2' in shown and "KeyError: 'nope'" in shown
 
 
 def test_timeout(box):

@@ -110,11 +110,11 @@ def test_errors_raise_with_the_in_pod_traceback(sandbox):
     with pytest.raises(SandboxExecutionError) as info:
         sandbox.execute("def f():\n    return 1 / 0\nresult = {'type': 'number', 'value': f()}", {})
     assert "ZeroDivisionError" in str(info.value)
-    assert 'File "<sandbox>", line 2, in f' in info.value.traceback
+    assert 'File "<string>", line 2, in f' in info.value.traceback
     # PandasAI shows traceback.format_exc(): the in-pod traceback is the chained cause
     shown = "".join(traceback.format_exception(info.value))
-    assert 'File "<sandbox>", line 2, in f' in shown
-    assert shown.index("<sandbox>") < shown.index("The above exception was the direct cause")
+    assert 'File "<string>", line 2, in f' in shown
+    assert shown.index("<string>") < shown.index("The above exception was the direct cause")
     assert info.value.error_type == "ZeroDivisionError"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable
@@ -135,3 +136,20 @@ class ExecutorClient:
             raise SandboxConnectionError(f"executor stayed busy (HTTP 429) for {BUSY_RETRIES} tries")
         self._check(resp, "execute")
         return check_execute_response(resp.body, request, self.http.limits, resp.status)
+
+    def answer_query(self, request: wire.ExecuteRequest, execution: str, seq: int, body: bytes,
+                     content_type: str, timeout_s: float, elapsed_s: float) -> dict[str, Any]:
+        """``POST /v1/executions/{execution}/queries/{seq}`` (SQL by call-back): the answer to
+        the query the code waits for; returns the execution's next event, validated.
+
+        The code's clock pauses while it waits for the host, so its ``duration_ms`` is bounded by
+        the wall time this client has seen since the execution started (``elapsed_s``), not by
+        ``timeout_s`` alone."""
+        if not wire.EXECUTION_ID_RE.match(execution):
+            raise SandboxProtocolError(f"execute: malformed execution id {execution[:80]!r}")
+        resp = self.http.request("POST", f"/v1/executions/{execution}/queries/{int(seq)}", body,
+                                 content_type=content_type,
+                                 timeout_s=max(timeout_s, 30.0 + len(body) / (8 * 1024 * 1024)))
+        self._check(resp, f"answer query {seq}")
+        bound = dataclasses.replace(request, timeout_s=max(request.timeout_s, float(math.ceil(elapsed_s))))
+        return check_execute_response(resp.body, bound, self.http.limits, resp.status)

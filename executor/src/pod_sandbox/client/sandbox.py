@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from .. import wire
 from ..limits import DEFAULT_LIMITS, AnswerLimits
-from . import charts, datasets, output, sqlguard
+from . import charts, datasets, output, sqlcallback, sqlguard
 from .errors import (
     KubernetesAPIError,
     NoResultError,
@@ -143,6 +143,11 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
     ``limits`` (:class:`~pod_sandbox.limits.AnswerLimits`: sizes, rows, nesting, numbers) before
     it is decoded, and one that breaks them is :class:`SandboxAnswerRefused`. Failures are PandasAI's own exceptions
     (``CodeExecutionError``, ``NoResultFoundError``, ``InvalidOutputValueMismatch``).
+
+    SQL: each ``execute_sql_query(q)`` of the code is answered while the code waits, run on this
+    host with PandasAI's own connector (:mod:`.sqlcallback`); ``query_timeout_s`` bounds one
+    query's wait, ``sql_prestage`` also uploads the code's literal queries before it starts.
+    Against an executor without the call-back, SQL is staged (``max_sql_rounds``).
     """
 
     def __init__(
@@ -165,6 +170,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         request_timeout_s: float = 30.0,
         max_output_bytes: int | None = None,
         max_sql_rounds: int = 8,
+        query_timeout_s: float = 60.0,
+        sql_prestage: bool = False,
         echo_output: bool = True,
         save_charts: bool = True,
         limits: AnswerLimits | None = None,
@@ -194,6 +201,9 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         self.request_timeout_s = request_timeout_s
         self.max_output_bytes = max_output_bytes
         self.max_sql_rounds = max_sql_rounds
+        self.query_timeout_s = query_timeout_s
+        self.sql_prestage = sql_prestage
+        self._callback: bool | None = None  # the executor answers SQL by call-back (/v1/info)
         self.echo_output = echo_output
         self.save_charts = save_charts
         self.limits = DEFAULT_LIMITS if limits is None else limits
@@ -256,6 +266,7 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         session.timings["start_s"] = time.perf_counter() - t0
         self._session = session
         self._staged = {}
+        self._callback = None
         # Backstops for a forgotten stop(): garbage collection (finalize) and interpreter exit
         # (atexit, registered now so it runs before the kubernetes client deletes the temporary
         # certificate files it made when the kubeconfig was loaded: atexit runs last-in first-out).
@@ -407,6 +418,8 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         tree = datasets.parse(code)  # None when it does not parse: the pod reports the SyntaxError
         if tree is not None:
             self._refuse_host_skills(tree, environment)
+        if self._sql_callback(session):
+            return self._exec_with_callback(session, code, tree, environment)
         staged: dict[str, str] = {}
         for query in datasets.extract_sql_queries(tree) if tree is not None else ():
             staged[query] = self._stage_query(session, query, environment)
@@ -434,6 +447,45 @@ class KubernetesSandbox(_SandboxBase):  # type: ignore[misc,valid-type]
         if asked is not None:
             exc = self._sql_rounds_exceeded(response, asked, asked in staged)
             raise exc from (PodTraceback(exc.traceback) if exc.traceback else None)
+        return self._finish(response, tree)
+
+    def _sql_callback(self, session: Session) -> bool:
+        """Whether this session's executor answers SQL by call-back (asked once per session)."""
+        if self._callback is None:
+            info = self._call(session, session.client.info)
+            self._callback = wire.SQL_CALLBACK_FEATURE in (info.get("features") or ())
+        return self._callback
+
+    def _exec_with_callback(self, session: Session, code: str, tree: ast.AST | None,
+                            environment: Mapping[str, Any]) -> dict:
+        """One execution; each ``execute_sql_query`` of the code is answered here as it runs
+        (:mod:`.sqlcallback`); with ``sql_prestage`` the literals are uploaded before."""
+        staged: dict[str, str] = {}
+        if self.sql_prestage and tree is not None:
+            for query in datasets.extract_sql_queries(tree):
+                staged[query] = self._stage_query(session, query, environment)
+        request = wire.ExecuteRequest(code=code, timeout_s=self.timeout_s, max_output_bytes=self._output_cap(),
+                                      datasets=staged, request_id=secrets.token_hex(8), sql_callback=True,
+                                      query_timeout_s=self.query_timeout_s)
+        read_timeout = self.timeout_s + 15.0
+
+        def post(execution: str, seq: int, answer: sqlcallback.Answer) -> dict[str, Any]:
+            return self._call(session, lambda: session.client.answer_query(
+                request, execution, seq, answer.body, answer.content_type, read_timeout,
+                time.monotonic() - started))
+
+        started = time.monotonic()
+        response = self._call(session, lambda: session.client.execute(request))
+        response = sqlcallback.answer_queries(response, environment, self._verdicts, post)
+        self.last_response = response
+        if response["status"] == "killed":
+            self._raise_if_lost(session, "the execution was killed")
+        if self.echo_output:
+            output.echo(response, self._output_cap())
+        return self._finish(response, tree)
+
+    def _finish(self, response: Mapping[str, Any], tree: ast.AST | None) -> dict:
+        """PandasAI's answer from a final execute response (or its exception)."""
         raise_for_status(response)
         try:
             result = wire.decode_result(response["result"], self.limits)

@@ -18,6 +18,7 @@ from .config import Config, Limits
 from .files import Workspace
 from .metrics import Metrics
 from .runner import Runner, SandboxUnavailable, SlotsBusy
+from .sqlcallback import Executions, install_routes
 from .transport import Gate, Refusal, Verdict
 
 log = logging.getLogger("pod_sandbox.app")
@@ -75,6 +76,8 @@ def make_gate(limits: Limits, tokens: TokenStore) -> Gate:
             return Verdict(limits.max_body_bytes, authenticated=True)
         if method == "PUT" and path.startswith("/v1/files/"):
             return Verdict(limits.max_upload_bytes, authenticated=True)
+        if method == "POST" and path.startswith("/v1/executions/"):  # a query's answer (sqlcallback.py)
+            return Verdict(limits.max_query_bytes, authenticated=True)
         return Verdict(0, authenticated=True)
 
     return gate
@@ -96,6 +99,18 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
     limits = config.limits
     openapi_text = json.dumps(load_openapi())
     versions = package_versions()
+    executions = Executions(runner, limits)  # SQL by call-back (sqlcallback.py)
+
+    def sweep_workspace() -> None:
+        """Drop what an execution left in the data directory beside the uploads."""
+        swept = workspace.sweep()
+        if swept:
+            log.info("removed %d entries the execution left in the data directory", swept)
+
+    def finished(response: dict[str, Any]) -> None:
+        """A call-back execution's final response: counted, and its leftovers swept."""
+        metrics.observe_execution(response)
+        sweep_workspace()
 
     def on_error(err: bottle.HTTPError) -> str:
         bottle.response.content_type = JSON_TYPE
@@ -197,6 +212,7 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
             "result_types": list(wire.RESULT_TYPES),
             "statuses": list(wire.STATUSES),
             "dataframe_encodings": list(wire.DATAFRAME_ENCODINGS),
+            "features": [wire.SQL_CALLBACK_FEATURE],
         })
 
     @app.post("/v1/claim")
@@ -263,17 +279,20 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         try:
             request = wire.parse_execute_request(
                 body, max_code_bytes=limits.max_code_bytes, max_timeout_s=limits.max_timeout_s,
-                default_timeout_s=limits.default_timeout_s, max_output_bytes=limits.max_output_bytes)
+                default_timeout_s=limits.default_timeout_s, max_output_bytes=limits.max_output_bytes,
+                default_query_timeout_s=limits.default_query_timeout_s,
+                max_query_timeout_s=limits.max_query_timeout_s)
         except wire.WireError as exc:
             metrics.rejected.labels(reason="invalid").inc()
             return json_response(exc.http_status, exc.to_json())
         try:
-            try:
-                response = runner.execute(request)
-            finally:
-                swept = workspace.sweep()
-                if swept:
-                    log.info("removed %d entries the execution left in the data directory", swept)
+            if request.sql_callback:
+                response = executions.start(request)
+            else:
+                try:
+                    response = runner.execute(request)
+                finally:
+                    sweep_workspace()
         except SlotsBusy:
             metrics.rejected.labels(reason="busy").inc()
             return error_response(429, "request", f"all {runner.slots} execution slots are busy",
@@ -281,7 +300,8 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         except SandboxUnavailable as exc:
             log.error("execution failed: %s", exc)
             return error_response(503, "request", "the sandbox is unavailable", {"Retry-After": "1"})
-        metrics.observe_execution(response)
+        if response["status"] != wire.QUERY_STATUS:
+            (finished if request.sql_callback else metrics.observe_execution)(response)
         return json_response(200, response)
 
     @app.post("/v1/shutdown")
@@ -291,4 +311,5 @@ def create_app(config: Config, runner: Runner, tokens: TokenStore, workspace: Wo
         state.shutdown_requested.set()
         return json_response(202, {"shutting_down": True})
 
+    install_routes(app, executions, authenticated, json_response, error_response, finished)
     return app

@@ -18,11 +18,13 @@ import traceback
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import wire
-from . import cleanslate, framing, isolation
+from . import cleanslate, framing, isolation, sqlchannel
 from . import prefault as _prefault
 from . import prewarm as _prewarm
 
 TRACEBACK_MAX = 64 * 1024
+#: The code's file name in tracebacks and warnings: PandasAI exec()s the string, so "<string>".
+CODE_FILENAME = "<string>"
 EXIT_SETUP_FAILED = 120
 EXIT_CRASHED = 121
 
@@ -164,9 +166,13 @@ def spare_main(
         frame = framing.read_frame_fd(job_fd)
         if frame is None:  # discarded spare
             os._exit(0)
-        os.close(job_fd)
         job = json.loads(frame)
-        payload = run_job(job, datasets_cache, data_dir, scratch, shared_before or {})
+        channel = sqlchannel.ChildChannel.for_job(job, job_fd, result_fd)
+        if channel is None:  # else the job pipe carries the answers of its SQL queries
+            os.close(job_fd)
+        payload = run_job(job, datasets_cache, data_dir, scratch, shared_before or {}, channel)
+        if channel is not None:
+            payload = sqlchannel.RESULT_TAG + payload
     except BaseException:  # noqa: BLE001 - the job itself is wrapped; this is our own bug
         os.write(2, traceback.format_exc().encode()[-4000:])
         os._exit(EXIT_CRASHED)
@@ -272,8 +278,11 @@ def read_data_file(path: Any, *, use_threads: bool = True, name: str | None = No
     raise ValueError(f"{os.path.basename(name or path)}: unknown data file type (use .parquet, .csv, .json, .feather)")
 
 
-def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
-    """The globals user code sees: like PandasAI's CodeExecutor (pd, np, plt) plus data access."""
+def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_dir: str,
+                    ask: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The globals user code sees: like PandasAI's CodeExecutor (pd, np, plt) plus data access.
+
+    ``ask`` (SQL by call-back, :mod:`.sqlchannel`) answers a query not staged in ``datasets``."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
     import pandas as pd  # noqa: PLC0415
@@ -286,11 +295,12 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
         if name is None and isinstance(sql_query, str):
             name = datasets.get(sql_query.strip())
         if name is None:
+            if ask is not None:
+                return ask(sql_query)
             raise MissingDatasetError(str(sql_query))
         return load_dataset(name)
 
-    return {
-        "__name__": "__main__",
+    return {  # no __name__, as in PandasAI's environment (its warnings filter as locally)
         "__builtins__": __builtins__,
         "pd": pd,
         "np": np,
@@ -303,21 +313,23 @@ def build_namespace(datasets: Mapping[str, str], cache: Mapping[str, Any], data_
 
 
 def run_job(job: Mapping[str, Any], cache: Mapping[str, Any], data_dir: str, scratch: str,
-            shared_before: Mapping[str, set[str]] | None = None) -> bytes:
+            shared_before: Mapping[str, set[str]] | None = None,
+            channel: sqlchannel.ChildChannel | None = None) -> bytes:
     """Run one job's code in this process; return the result message (JSON bytes).
 
     First the clean slate (:mod:`.cleanslate`): its scratch directory as made, whatever another
     execution planted there while this spare waited, and the pod's shared directories as the
     fork-server found them (``shared_before``; the zygote sweeps them after each exit too, but
-    a job may start before that sweep has run)."""
+    a job may start before that sweep has run). ``channel``: SQL by call-back (:mod:`.sqlchannel`)."""
     isolation.apply_rlimits(isolation.ChildLimits(**job["limits"]))
     cleanslate.fresh_scratch(scratch)
     cleanslate.sweep_shared(shared_before or {}, os.path.dirname(scratch))
     _link_data(scratch, data_dir)
-    namespace = build_namespace(job.get("datasets") or {}, cache, data_dir)
+    namespace = build_namespace(job.get("datasets") or {}, cache, data_dir,
+                                channel.ask if channel is not None else None)
     status, error, result = "ok", None, None
     try:
-        code = compile(job["code"], "<sandbox>", "exec")
+        code = compile(job["code"], CODE_FILENAME, "exec")
         exec(code, namespace)  # noqa: S102 - running untrusted code is this module's job
     except MemoryError as exc:
         status, error = "memory", _error(exc)

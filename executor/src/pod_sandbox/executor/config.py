@@ -29,6 +29,14 @@ class Limits:
     #: Added to the nice value of the zygote, its spares and so of user code (0-19): the HTTP
     #: process and the fork-server keep theirs, so requests, /health and answers come first.
     child_nice: int = 5
+    #: SQL by call-back (docs/sql-callback.md): one answer's Parquet, all answers of one
+    #: execution, queries of one execution, one query's text, one query's wait.
+    max_query_bytes: int = 128 * MIB
+    max_query_total_bytes: int = 512 * MIB
+    max_queries: int = 10_000
+    max_query_chars: int = 65_536
+    default_query_timeout_s: float = 60.0
+    max_query_timeout_s: float = 300.0
 
     def to_json(self) -> dict[str, Any]:
         """The limits as ``GET /v1/info`` reports them."""
@@ -115,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--child-nice", type=int, default=None,
                    help="nice increment of the zygote, its spares and user code, 0-19 "
                         f"[SANDBOX_CHILD_NICE, {d.child_nice}]")
+    p.add_argument("--max-query-bytes", type=int, default=None,
+                   help=f"one SQL call-back answer [SANDBOX_MAX_QUERY_BYTES, {d.max_query_bytes}]")
+    p.add_argument("--max-query-total-bytes", type=int, default=None,
+                   help=f"all answers of one execution [SANDBOX_MAX_QUERY_TOTAL_BYTES, {d.max_query_total_bytes}]")
+    p.add_argument("--max-queries", type=int, default=None,
+                   help=f"SQL call-backs of one execution [SANDBOX_MAX_QUERIES, {d.max_queries}]")
+    p.add_argument("--max-query-chars", type=int, default=None,
+                   help=f"one query's text [SANDBOX_MAX_QUERY_CHARS, {d.max_query_chars}]")
+    p.add_argument("--query-timeout", type=float, default=None,
+                   help=f"default query_timeout_s [SANDBOX_QUERY_TIMEOUT_S, {d.default_query_timeout_s}]")
+    p.add_argument("--max-query-timeout", type=float, default=None,
+                   help=f"largest query_timeout_s [SANDBOX_MAX_QUERY_TIMEOUT_S, {d.max_query_timeout_s}]")
     p.add_argument("--log-level", default=None, help="[SANDBOX_LOG_LEVEL, INFO]")
     return p
 
@@ -153,6 +173,15 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         max_open_files=pick(args.max_open_files, "SANDBOX_MAX_OPEN_FILES", d.max_open_files, int),
         slots=slots,
         child_nice=pick(args.child_nice, "SANDBOX_CHILD_NICE", d.child_nice, int),
+        max_query_bytes=pick(args.max_query_bytes, "SANDBOX_MAX_QUERY_BYTES", d.max_query_bytes, int),
+        max_query_total_bytes=pick(args.max_query_total_bytes, "SANDBOX_MAX_QUERY_TOTAL_BYTES",
+                                   d.max_query_total_bytes, int),
+        max_queries=pick(args.max_queries, "SANDBOX_MAX_QUERIES", d.max_queries, int),
+        max_query_chars=pick(args.max_query_chars, "SANDBOX_MAX_QUERY_CHARS", d.max_query_chars, int),
+        default_query_timeout_s=pick(args.query_timeout, "SANDBOX_QUERY_TIMEOUT_S",
+                                     d.default_query_timeout_s, float),
+        max_query_timeout_s=pick(args.max_query_timeout, "SANDBOX_MAX_QUERY_TIMEOUT_S",
+                                 d.max_query_timeout_s, float),
     )
     problems = [
         name for name, value in (
@@ -161,7 +190,10 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             ("max_result_bytes", limits.max_result_bytes), ("default_timeout_s", limits.default_timeout_s),
             ("max_timeout_s", limits.max_timeout_s), ("memory_mb", memory_mb),
             ("max_processes", limits.max_processes), ("max_file_bytes", limits.max_file_bytes),
-            ("max_open_files", limits.max_open_files),
+            ("max_open_files", limits.max_open_files), ("max_query_bytes", limits.max_query_bytes),
+            ("max_query_total_bytes", limits.max_query_total_bytes), ("max_queries", limits.max_queries),
+            ("max_query_chars", limits.max_query_chars),
+            ("query_timeout", limits.default_query_timeout_s), ("max_query_timeout", limits.max_query_timeout_s),
         ) if value <= 0
     ]
     if limits.max_output_bytes < 0:
@@ -172,6 +204,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         problems.append("max_open_files (at least 16: the interpreter needs some)")
     if limits.default_timeout_s > limits.max_timeout_s:
         problems.append("timeout (above max_timeout)")
+    if limits.default_query_timeout_s > limits.max_query_timeout_s:
+        problems.append("query_timeout (above max_query_timeout)")
     spares = pick(args.spares, "SANDBOX_SPARES", 2, int)
     if spares < 0:
         problems.append("spares")

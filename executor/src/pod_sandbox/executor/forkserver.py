@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cleanslate, datacache, framing, handoff, heapfile, isolation, liveness, zygote
+from . import cleanslate, datacache, framing, handoff, heapfile, isolation, liveness, sqlchannel, zygote
 from .config import Config
 from .datacache import Signature
 
@@ -91,6 +91,7 @@ class Job:
     timed_out: bool = False
     result_too_large: bool = False
     answered: bool = False
+    callback: sqlchannel.JobChannel | None = None  # SQL by call-back (sqlchannel.Relay)
 
 
 @dataclass
@@ -104,6 +105,7 @@ class PendingJob:
     datasets: list[str]
     needs_seq: int
     queued: float
+    sql_callback: bool = False
 
 
 def preload() -> dict[str, str]:
@@ -127,6 +129,7 @@ def preload() -> dict[str, str]:
     frame.loc[frame["a"] > 0, "a"].mean()
     frame[frame["b"] == "x"].groupby("b")["a"].agg(["sum", "mean", "count"])
     wire.encode_dataframe(frame)
+    sqlchannel.warm()  # the SQL call-back's answer path (a Parquet read into pandas)
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3])
     wire.encode_plot(fig)
@@ -144,7 +147,8 @@ class ForkServer:
     """The event loop: channels from the HTTP process, the zygote's channel, child pipes, deadlines."""
 
     def __init__(self, config: Config, channels: list[socket.socket], protected_pids: tuple[int, ...],
-                 heartbeat: liveness.Heartbeat | None = None) -> None:
+                 heartbeat: liveness.Heartbeat | None = None,
+                 answer_channels: list[socket.socket] | None = None) -> None:
         self.config = config
         self.limits = config.limits
         self.channels = channels
@@ -177,6 +181,7 @@ class ForkServer:
         self.ping_sent = 0.0
         self.gave_up = False
         self.wake_r, self.wake_w = socket.socketpair()
+        self.relay = sqlchannel.Relay(self, answer_channels or [])
 
     # -- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -204,6 +209,7 @@ class ForkServer:
         for index, chan in enumerate(self.channels):
             chan.setblocking(True)
             self.sel.register(chan, selectors.EVENT_READ, ("chan", index))
+        self.relay.register()
         gc.collect()
         gc.freeze()
         # After freeze (which writes to every tracked object) and before the zygote: fork() and
@@ -232,7 +238,7 @@ class ForkServer:
     # -- the zygote --------------------------------------------------------------------------
     def start_zygote(self) -> None:
         """Fork the zygote (the only fork this process makes, at start and after a zygote death)."""
-        inherited = [*self.channels, self.wake_r, self.wake_w]
+        inherited = [*self.channels, *self.relay.channels, self.wake_r, self.wake_w]
         self.zygote_pid, sock = zygote.start_zygote(self.config, self.protected_pids, inherited, self.heartbeat,
                                                         self.shared_before)
         self.zygote_started = self.zygote_heard = time.monotonic()
@@ -487,11 +493,13 @@ class ForkServer:
         except OSError:  # the spare died (killed from outside): the caller uses another one
             self.discard_spare(spare)
             return False
-        os.close(spare.job_w)
+        if not pending.sql_callback:  # else the job pipe carries the queries' answers
+            os.close(spare.job_w)
         now = time.monotonic()
         job = Job(slot=pending.slot, spare=spare, scratch=spare.scratch, started=now,
                   deadline=now + pending.timeout_s, out_cap=pending.out_cap,
                   result_cap=self.limits.max_result_bytes + 4096)
+        self.relay.attach(job, pending.sql_callback)
         for fd in (spare.result_r, spare.out_r, spare.err_r):
             job.buffers[fd] = bytearray()
             job.truncated[fd] = False
@@ -513,11 +521,13 @@ class ForkServer:
             max_open_files=self.limits.max_open_files,
         )
         datasets = request.get("datasets") or {}
-        payload = framing.dumps({"code": request["code"], "datasets": datasets, "limits": limits.__dict__})
+        payload = framing.dumps({"code": request["code"], "datasets": datasets, "limits": limits.__dict__,
+                                 **sqlchannel.job_fields(request, self.limits.max_query_chars)})
         names = [str(n) for n in datasets.values()]
         return PendingJob(slot=slot, payload=payload, timeout_s=timeout_s,
                           out_cap=int(request["max_output_bytes"]), datasets=names,
-                          needs_seq=self.check_datasets(names), queued=time.monotonic())
+                          needs_seq=self.check_datasets(names), queued=time.monotonic(),
+                          sql_callback=bool(request.get("sql_callback")))
 
     def on_pipe(self, fd: int) -> None:
         """Read what a child wrote; keep at most the cap, drain (and count) the rest."""
@@ -533,6 +543,10 @@ class ForkServer:
         if not data:
             self.close_pipe(job, fd)
             return
+        if job.callback is not None and fd == job.spare.result_r:
+            data = self.relay.on_result_bytes(job, data)  # queries out; the final result stays
+            if not data:
+                return
         buf = job.buffers[fd]
         cap = job.result_cap if fd == job.spare.result_r else job.out_cap
         room = cap - len(buf)
@@ -613,6 +627,7 @@ class ForkServer:
             "stderr_truncated": job.truncated[spare.err_r],
             "duration_ms": round(((job.exited_at or time.monotonic()) - job.started) * 1000, 3),
             "peak_rss_bytes": job.rusage_maxrss_kb * 1024,
+            **self.relay.finish(job),
         }
         result = b"" if job.result_too_large else bytes(job.buffers[spare.result_r])
         chan = self.channels[job.slot]
@@ -726,6 +741,8 @@ class ForkServer:
                     self.on_channel(arg)
                 elif kind == "zygote":
                     self.on_zygote()
+                elif kind in sqlchannel.KINDS:
+                    self.relay.on_ready(kind, arg)
                 else:
                     self.on_pipe(arg)
             self.reap()
@@ -774,12 +791,14 @@ class ForkServerHandle:
     pid: int
     channels: list[socket.socket]
     heartbeat: liveness.Heartbeat | None = None
+    answer_channels: list[socket.socket] = field(default_factory=list)  # SQL by call-back
 
 
 def start_fork_server(config: Config) -> ForkServerHandle:
     """Fork the fork-server. Call before starting any thread and before reading the token."""
     pairs = [socket.socketpair() for _ in range(config.limits.slots)]
     heartbeat = liveness.Heartbeat()
+    answer_pairs = sqlchannel.channel_pairs(config.limits.slots)
     sys.stdout.flush()
     sys.stderr.flush()
     parent_pid = os.getpid()
@@ -787,9 +806,10 @@ def start_fork_server(config: Config) -> ForkServerHandle:
     if pid == 0:
         code = 0
         try:
-            for ours, _theirs in pairs:
+            for ours, _theirs in (*pairs, *answer_pairs):
                 ours.close()
-            server = ForkServer(config, [theirs for _ours, theirs in pairs], (parent_pid, os.getpid()), heartbeat)
+            server = ForkServer(config, [theirs for _ours, theirs in pairs], (parent_pid, os.getpid()), heartbeat,
+                                [theirs for _ours, theirs in answer_pairs])
             server.setup()
             server.serve()
         except BaseException:  # noqa: BLE001 - log and exit non-zero; the HTTP side notices
@@ -798,6 +818,7 @@ def start_fork_server(config: Config) -> ForkServerHandle:
         finally:
             logging.shutdown()
             os._exit(code)
-    for _ours, theirs in pairs:
+    for _ours, theirs in (*pairs, *answer_pairs):
         theirs.close()
-    return ForkServerHandle(pid=pid, channels=[ours for ours, _theirs in pairs], heartbeat=heartbeat)
+    return ForkServerHandle(pid=pid, channels=[ours for ours, _theirs in pairs], heartbeat=heartbeat,
+                            answer_channels=[ours for ours, _theirs in answer_pairs])

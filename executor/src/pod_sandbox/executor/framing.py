@@ -52,9 +52,14 @@ def write_all_fd(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def frame(payload: bytes) -> bytes:
+    """One frame's bytes (for a writer that sends them itself, e.g. to a non-blocking pipe)."""
+    return _HEADER.pack(len(payload)) + payload
+
+
 def write_frame_fd(fd: int, payload: bytes) -> None:
     """Write one frame to a blocking fd."""
-    write_all_fd(fd, _HEADER.pack(len(payload)) + payload)
+    write_all_fd(fd, frame(payload))
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:

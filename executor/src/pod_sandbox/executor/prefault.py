@@ -189,7 +189,7 @@ def typical_execution(datasets: Mapping[str, Any], data_dir: str) -> Callable[[]
         code += "result = {'type': 'number', 'value': 1}\n"
         job = json.loads(framing.dumps({"code": code, "datasets": queries, "limits": {}}))
         namespace = child.build_namespace(job["datasets"], datasets, data_dir)
-        exec(compile(job["code"], "<sandbox>", "exec"), namespace)  # noqa: S102 - our own constant
+        exec(compile(job["code"], child.CODE_FILENAME, "exec"), namespace)  # noqa: S102 - our own constant
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for step in prewarm.steps(datasets, rows=PROBE_ROWS):

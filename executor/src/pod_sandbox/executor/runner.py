@@ -87,6 +87,25 @@ def decide(header: dict[str, Any], result_bytes: bytes, timeout_s: float, max_re
                            "message": f"the execution process exited with code {code} before returning a result"}
 
 
+def response_body(header: dict[str, Any], stdout: bytes | None, stderr: bytes | None,
+                  result_raw: bytes | None, request: wire.ExecuteRequest, max_result_bytes: int
+                  ) -> dict[str, Any]:
+    """The final execute response from the fork-server's answer frames."""
+    status, result, error = decide(header, result_raw or b"", request.timeout_s, max_result_bytes)
+    return {
+        "status": status,
+        "result": result,
+        "stdout": (stdout or b"").decode("utf-8", "replace"),
+        "stderr": (stderr or b"").decode("utf-8", "replace"),
+        "stdout_truncated": bool(header.get("stdout_truncated")),
+        "stderr_truncated": bool(header.get("stderr_truncated")),
+        "error": error,
+        "duration_ms": header.get("duration_ms", 0),
+        "peak_rss_bytes": int(header.get("peak_rss_bytes") or 0),
+        "request_id": request.request_id,
+    }
+
+
 class Runner:
     """Hands validated requests to free slots of the fork-server."""
 
@@ -220,19 +239,7 @@ class Runner:
             raise SandboxUnavailable(f"slot {slot}: {exc}") from exc
         finally:
             self._release(slot, healthy)
-        status, result, error = decide(header, result_raw or b"", request.timeout_s, self.max_result_bytes)
-        return {
-            "status": status,
-            "result": result,
-            "stdout": (stdout or b"").decode("utf-8", "replace"),
-            "stderr": (stderr or b"").decode("utf-8", "replace"),
-            "stdout_truncated": bool(header.get("stdout_truncated")),
-            "stderr_truncated": bool(header.get("stderr_truncated")),
-            "error": error,
-            "duration_ms": header.get("duration_ms", 0),
-            "peak_rss_bytes": int(header.get("peak_rss_bytes") or 0),
-            "request_id": request.request_id,
-        }
+        return response_body(header, stdout, stderr, result_raw, request, self.max_result_bytes)
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """SIGTERM the fork-server (it kills running children) and wait for it briefly."""

@@ -86,17 +86,6 @@ KEPT_EVERYWHERE = frozenset({"library-paths"})
 
 #: Differences not fixed yet: each program marked with one fails (strict xfail) for that reason.
 OPEN: dict[str, str] = {
-    "number-type": ("numbers cross the wire as JSON: numpy.float64/int64 come back as float/int "
-                    "(fix: result.number_type on the wire, after issue 15)"),
-    "code-filename": ("the executor compiles the code as '<sandbox>'; PandasAI exec()s it as '<string>' "
-                      "(warnings and tracebacks name it)"),
-    "main-module": ("the executor runs the code with __name__ == '__main__': its DeprecationWarnings "
-                    "are shown in the pod and hidden locally"),
-    "sql-callback": ("SQL is staged, not asked for: a query built at run time costs a run of the code "
-                     "from its start (more than max_sql_rounds of them fail), a literal runs before "
-                     "the code (once, even when called twice or in a branch not taken), a failing "
-                     "query fails the execution instead of raising inside the code; the SQL "
-                     "call-back (executor/docs/sql-callback.md) answers each call while the code waits"),
     "frame-metadata": ("the dataframe encoding loses pandas metadata: the storage of pandas strings "
                        "(string[pyarrow] comes back string[python]), a DatetimeIndex's freq, and a "
                        "MultiIndex of columns with a categorical level cannot be read back (pyarrow 18)"),
@@ -125,10 +114,13 @@ SECRET_FILE = (("host-secret.csv", f"name,value\ntoken,{SECRET}\n"),)
 
 
 def check_secret_stays_on_the_host(local: Outcome, boxed: Outcome) -> None:
-    """Locally the code reads the host file through DuckDB; the sandbox refuses the query and the
-    file's content appears nowhere in what the sandboxed run produced."""
+    """Locally the code reads the host file through DuckDB; the sandbox refuses the query (the code
+    gets PandasAI's MaliciousQueryError raised by its execute_sql_query) and the file's content
+    appears nowhere in what the sandboxed run produced."""
     assert SECRET in str(local.value), local
-    assert boxed.response_class == "ErrorResponse" and "SQLRefused" in (boxed.error_text or ""), boxed
+    assert boxed.response_class == "ErrorResponse", boxed
+    assert "pandasai.exceptions.MaliciousQueryError: the pod sandbox does not run this query" in \
+        (boxed.error_text or ""), boxed
     assert all(SECRET not in text for text in (boxed.error_text or "", boxed.stdout, boxed.stderr, str(boxed.value)))
     assert all("host-secret" not in query for query in boxed.sql_calls)  # never run on the host
 
@@ -174,13 +166,13 @@ import pandas as pd
 df = execute_sql_query("SELECT revenue FROM sales")
 average_revenue = df["revenue"].mean()
 result = {"type": "number", "value": average_revenue}
-""", open=T({"number-type"})),
+"""),
     _p("number_numpy_int", "number sql-literal", """
 import pandas as pd
 
 df = execute_sql_query("SELECT order_id FROM sales WHERE revenue > 10")
 result = {"type": "number", "value": df["order_id"].max()}
-""", open=T({"number-type"})),
+"""),
     _p("number_nan", "number sql-literal", """
 import pandas as pd
 
@@ -499,7 +491,7 @@ result = {"type": "dataframe", "value": df}
 region = "north"
 df = execute_sql_query(f"SELECT units FROM sales WHERE region = '{region}'")
 result = {"type": "number", "value": int(df["units"].sum())}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_fstring_in_a_loop", "dataframe sql-fstring sql-loop", """
 import pandas as pd
 
@@ -508,7 +500,7 @@ for order_id in range(1, 13):
     df = execute_sql_query(f"SELECT order_id, revenue FROM sales WHERE order_id = {order_id}")
     rows.append(df)
 result = {"type": "dataframe", "value": pd.concat(rows, ignore_index=True)}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_loop_with_prints", "string sql-fstring sql-loop print", """
 totals = {}
 for region in ["north", "south", "east"]:
@@ -517,7 +509,7 @@ for region in ["north", "south", "east"]:
     print(f"{region}: {totals[region]:.2f}")
 best = max(totals, key=totals.get)
 result = {"type": "string", "value": f"{best} sold most"}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_dynamic_table_name", "dataframe sql-dynamic-table sql-join", """
 import pandas as pd
 
@@ -526,7 +518,7 @@ for table in ["regions", "managers"]:
     frames[table] = execute_sql_query(f"SELECT * FROM {table}")
 merged = frames["regions"].merge(frames["managers"], on="manager")
 result = {"type": "dataframe", "value": merged}
-""", tables=("sales", "regions", "managers"), open=T({"sql-callback"})),
+""", tables=("sales", "regions", "managers")),
     _p("sql_literal_in_a_branch_not_taken", "number sql-literal", """
 detailed = False
 if detailed:
@@ -534,12 +526,12 @@ if detailed:
 else:
     df = execute_sql_query("SELECT COUNT(*) AS n FROM sales")
 result = {"type": "number", "value": int(df["n"].iloc[0])}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_same_literal_twice", "number sql-literal", """
 before = execute_sql_query("SELECT COUNT(*) AS n FROM sales")
 after = execute_sql_query("SELECT COUNT(*) AS n FROM sales")
 result = {"type": "number", "value": int(before["n"].iloc[0] + after["n"].iloc[0])}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_dataset_on_disk", "dataframe sql-literal", """
 df = execute_sql_query("SELECT region, SUM(revenue) AS revenue FROM sales GROUP BY region ORDER BY region")
 result = {"type": "dataframe", "value": df}
@@ -576,56 +568,56 @@ df = execute_sql_query("SELECT revenue FROM sales")
 if df["revenue"].isna().any():
     warnings.warn("some orders have no revenue")
 result = {"type": "number", "value": int(df["revenue"].isna().sum())}
-""", open=T({"code-filename"})),
+"""),
     _p("warning_from_pandas", "dataframe warning sql-literal", """
 import pandas as pd
 
 df = execute_sql_query("SELECT units, revenue FROM sales ORDER BY order_id")
 rounded = df[["revenue"]].applymap(lambda v: round(v, 0))
 result = {"type": "dataframe", "value": rounded}
-""", open=T({"code-filename"})),
+"""),
     _p("warning_deprecation_from_the_code", "number warning sql-literal", """
 import warnings
 
 df = execute_sql_query("SELECT units FROM sales")
 warnings.warn("units will be renamed", DeprecationWarning)
 result = {"type": "number", "value": len(df)}
-""", open=T({"main-module"})),
+"""),
     _p("print_then_failure_retried", "error:KeyError print sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 print("looking for the price column")
 result = {"type": "number", "value": df["price"].sum()}
-""", open=T({"code-filename"})),
+"""),
     # ---- errors
     _p("error_key", "error:KeyError sql-literal", """
 df = execute_sql_query("SELECT * FROM sales")
 result = {"type": "number", "value": df["profit"].sum()}
-""", open=T({"code-filename"})),
+"""),
     _p("error_zero_division", "error:ZeroDivisionError sql-literal", """
 df = execute_sql_query("SELECT units FROM sales WHERE units > 100")
 ratio = len(df) / 0
 result = {"type": "number", "value": ratio}
-""", open=T({"code-filename"})),
+"""),
     _p("error_name", "error:NameError sql-literal", """
 df = execute_sql_query("SELECT * FROM sales")
 result = {"type": "number", "value": total_revenue}
-""", open=T({"code-filename"})),
+"""),
     _p("error_type", "error:TypeError sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 result = {"type": "string", "value": "Regions: " + len(df)}
-""", open=T({"code-filename"})),
+"""),
     _p("error_value", "error:ValueError sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 result = {"type": "number", "value": int(df["region"].iloc[0])}
-""", open=T({"code-filename"})),
+"""),
     _p("error_attribute", "error:AttributeError sql-literal", """
 df = execute_sql_query("SELECT revenue FROM sales")
 result = {"type": "number", "value": df.revenue.totalsum()}
-""", open=T({"code-filename"})),
+"""),
     _p("error_index", "error:IndexError sql-literal", """
 df = execute_sql_query("SELECT region FROM sales")
 result = {"type": "string", "value": df["region"].tolist()[99]}
-""", open=T({"code-filename"})),
+"""),
     _p("error_in_a_function", "error:ValueError sql-literal", """
 def share(part, whole):
     if whole == 0:
@@ -634,7 +626,7 @@ def share(part, whole):
 
 df = execute_sql_query("SELECT revenue FROM sales WHERE region = 'nowhere'")
 result = {"type": "number", "value": share(1, len(df))}
-""", open=T({"code-filename"})),
+"""),
     _p("error_custom_exception", "error:custom sql-literal", """
 class DataQualityError(Exception):
     pass
@@ -643,23 +635,23 @@ df = execute_sql_query("SELECT units FROM sales")
 if df["units"].isna().any():
     raise DataQualityError("units has missing values")
 result = {"type": "number", "value": 0}
-""", open=T({"code-filename"})),
+"""),
     _p("error_assertion", "error:AssertionError sql-literal", """
 df = execute_sql_query("SELECT units FROM sales")
 assert len(df) > 100, "expected more than 100 orders"
 result = {"type": "number", "value": len(df)}
-""", open=T({"code-filename"})),
+"""),
     _p("error_recursion", "error:RecursionError sql-literal", """
 def depth(n):
     return depth(n + 1)
 
 df = execute_sql_query("SELECT units FROM sales")
 result = {"type": "number", "value": depth(0)}
-""", open=T({"code-filename"})),
+"""),
     _p("error_sql_unknown_column", "error:duckdb sql-literal", """
 df = execute_sql_query("SELECT profit FROM sales")
 result = {"type": "number", "value": 1}
-""", open=T({"sql-callback"})),
+"""),
     _p("sql_error_caught_by_the_code", "string sql-literal", """
 try:
     df = execute_sql_query("SELECT profit FROM sales")
@@ -668,7 +660,7 @@ except Exception as exc:
     df = execute_sql_query("SELECT revenue FROM sales")
     answer = f"no profit column, revenue is {df['revenue'].sum():.2f}"
 result = {"type": "string", "value": answer}
-""", open=T({"sql-callback"})),
+"""),
     _p("error_retry_then_answer", "number retry error:KeyError sql-literal", """
 df = execute_sql_query("SELECT revenue FROM sales")
 result = {"type": "number", "value": df["Revenue"].sum()}
@@ -797,10 +789,6 @@ KEPT_SHOWS: dict[str, frozenset[str]] = {
 
 #: The difference kinds each open difference shows today.
 OPEN_SHOWS: dict[str, frozenset[str]] = {
-    "number-type": T({"number-type"}),
-    "code-filename": T({"code-filename"}),
-    "main-module": T({"stderr"}),
-    "sql-callback": T({"pod-executions", "outcome", "error-frames", "sql-calls"}),
     "frame-metadata": T({"frame", "outcome"}),
     "result-fidelity": T({"raised-message", "outcome"}),
 }
