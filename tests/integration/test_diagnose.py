@@ -108,9 +108,13 @@ def test_a_healthy_namespace_has_no_error(scratch: str, core: client.CoreV1Api, 
         delete_pods(core)
 
 
-def test_untolerated_taint_is_named(scratch: str, core: client.CoreV1Api, tmp_path: Path) -> None:
+def test_untolerated_taint_is_named(scratch: str, core: client.CoreV1Api, api_client: client.ApiClient,
+                                    tmp_path: Path) -> None:
     node = core.list_node().items[0].metadata.name
-    original = [t.to_dict() for t in (core.read_node(node).spec.taints or [])]
+
+    def taints() -> list[dict[str, Any]]:
+        return api_client.sanitize_for_serialization(core.read_node(node).spec.taints or [])
+    original = taints()
     try:
         core.patch_node(node, {"spec": {"taints": original + [TAINT]}})
         core.create_namespaced_pod(SCRATCH, template_pod(core, "diag-taint"))
@@ -119,8 +123,7 @@ def test_untolerated_taint_is_named(scratch: str, core: client.CoreV1Api, tmp_pa
             for c in (core.read_namespaced_pod("diag-taint", SCRATCH).status.conditions or [])))
         found = diagnose(tmp_path)
     finally:
-        current = [t.to_dict() for t in (core.read_node(node).spec.taints or [])]
-        core.patch_node(node, {"spec": {"taints": [t for t in current if t["key"] != TAINT["key"]] or None}})
+        core.patch_node(node, {"spec": {"taints": [t for t in taints() if t["key"] != TAINT["key"]] or None}})
         delete_pods(core)
     assert "untolerated-taint" in found, found
     assert "pandasai.io/diagnose-test=seeded:NoSchedule" in found["untolerated-taint"]["cause"]
