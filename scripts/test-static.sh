@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fast static stage (no cluster, no Docker): yamllint, ansible-lint (production profile,
 # offline), then pytest tests/static: playbook syntax checks, the collection build, rendered
-# manifests validated for Kubernetes 1.25..newest and scanned by checkov, bad settings rejected
-# by the argument specs, helper unit tests. CI runs it first (make test-static).
+# manifests validated for Kubernetes 1.25..newest and scanned by checkov, the Prometheus rules,
+# configuration and dashboard queries checked and unit-tested with promtool, bad settings
+# rejected by the argument specs, helper unit tests. CI runs it first (make test-static).
 # Extra arguments go to pytest, e.g. scripts/test-static.sh -k manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,18 @@ if [ ! -x .venv-checkov/bin/checkov ] || [ "$(cat "$checkov_stamp" 2>/dev/null)"
   .venv-checkov/bin/checkov --version >/dev/null
   echo "$checkov_want" > "$checkov_stamp"
 fi
+
+# promtool (rule unit tests, config checks) from Debian's prometheus package: the package is
+# downloaded and unpacked into .cache (no daemon installed or started, no root needed).
+promtool_dir=.cache/prometheus-deb
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$promtool_dir/usr/bin/promtool" ]; then
+  step "unpacking promtool from Debian's prometheus package"
+  rm -rf "$promtool_dir" && mkdir -p "$promtool_dir"
+  if ! (cd "$promtool_dir" && apt-get download -q prometheus >/dev/null && dpkg-deb -x prometheus_*.deb .); then
+    [ "$(id -u)" = 0 ] && apt-get update -q >/dev/null && (cd "$promtool_dir" && apt-get download -q prometheus >/dev/null && dpkg-deb -x prometheus_*.deb .)
+  fi
+fi
+[ -x "$promtool_dir/usr/bin/promtool" ] && export PATH="$root/$promtool_dir/usr/bin:$PATH"
 
 # Every step runs even when an earlier one fails, so one run shows everything to fix.
 failed=()

@@ -40,12 +40,19 @@ def _documents(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
+# Rendered files that are no Kubernetes objects: a Prometheus configuration and its rules
+# (checked by promtool in test_prometheus.py).
+NOT_MANIFESTS = ("prometheus",)
+
+
 def load_dir(render_dir: Path) -> list[Manifest]:
     found: list[Manifest] = []
     for path in sorted(render_dir.rglob("*")):
         if path.suffix not in (".yml", ".yaml") or not path.is_file():
             continue
         rel = str(path.relative_to(render_dir))
+        if rel.split("/", 1)[0] in NOT_MANIFESTS:
+            continue
         for doc in _documents(path):
             found.append(Manifest(rel, doc))
             if doc.get("kind") == "ConfigMap":

@@ -47,6 +47,8 @@ BAD_CONFIGS: list[tuple[str, str, dict, str]] = [
     ("resource_limits", "manifests", {"resource_limits_quota_hard": {"pods": "ten"}}, "resource_limits_quota_hard"),
     ("monitoring", "main", {"monitoring_port": "http-metrics"}, "monitoring_port"),
     ("monitoring", "main", {"monitoring_service_monitor_enabled": "auto"}, "monitoring_service_monitor_enabled"),
+    ("monitoring", "manifests", {"monitoring_prometheus_discovery": "consul"}, "monitoring_prometheus_discovery"),
+    ("monitoring", "manifests", {"monitoring_dashboard_labels": {"bad key": "1"}}, "monitoring_dashboard_labels"),
     ("node_placement", "main", {"node_placement_enabled": "yes please"}, "node_placement_enabled"),
     ("node_placement", "main", {"node_placement_taints": ["pandasai.io/sandbox=true:NoSchedule"]}, "node_placement_taints"),
     ("pod_template", "main", {"pod_template_image_pull_policy": "Sometimes"}, "pod_template_image_pull_policy"),

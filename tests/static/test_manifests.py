@@ -21,7 +21,7 @@ from manifests import Manifest
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 CHECKOV_CONFIG = Path(__file__).parent / "checkov.yaml"
 # Kinds served by CRDs (Prometheus operator): no schema in kubernetes-validate, checked by hand.
-CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 VERSIONS = sorted({v for v in kv_utils.all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 25)},
                   key=lambda v: tuple(map(int, v.split("."))))
 
@@ -69,6 +69,9 @@ def test_strict_schema_validation(rendered: tuple[Path, list[Manifest]], version
 def test_crd_objects_are_well_formed(rendered: tuple[Path, list[Manifest]]) -> None:
     for monitor in [m for m in rendered[1] if m.kind in CRD_KINDS]:
         assert monitor.obj["apiVersion"] == "monitoring.coreos.com/v1", monitor
+        if monitor.kind == "PrometheusRule":
+            assert monitor.obj["spec"]["groups"], monitor  # the rules themselves: test_prometheus.py
+            continue
         spec = monitor.obj["spec"]
         assert spec["selector"]["matchLabels"], monitor
         endpoints = spec.get("endpoints") or spec.get("podMetricsEndpoints")
@@ -137,8 +140,15 @@ def test_default_deny_and_narrow_ingress(rendered: tuple[Path, list[Manifest]]) 
 def test_rbac_is_least_privilege(rendered: tuple[Path, list[Manifest]]) -> None:
     roles = of_kind(rendered[1], "Role")
     assert roles
-    assert not of_kind(rendered[1], "ClusterRole"), "the sandbox needs no ClusterRole"
-    for role in roles:
+    # The sandbox needs no ClusterRole; a Prometheus without the operator reads nodes and the
+    # kubelets' metrics (never nodes/proxy: through the kubelet API that reaches exec).
+    cluster_roles = of_kind(rendered[1], "ClusterRole")
+    assert [c.name for c in cluster_roles] == ["pandasai-sandbox-prometheus-pandasai-sandbox"], cluster_roles
+    assert cluster_roles[0].obj["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+    ]
+    for role in roles + cluster_roles:
         for rule in role.obj.get("rules") or []:
             assert "*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []), f"{role}: wildcard"
             assert "secrets" not in rule.get("resources", []), f"{role}: grants secrets"
