@@ -56,9 +56,13 @@ def response_validator(limits: AnswerLimits, timeout_s: float, max_output_bytes:
             "error": {"properties": {k: text for k in ("type", "message", "traceback", "query")}},
         },
     }
+    streams = {"properties": {"stdout": {"maxLength": max_output_bytes}, "stderr": {"maxLength": max_output_bytes}}}
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "allOf": [{"$ref": "#/components/schemas/ExecuteResponse"}, bounds],
+        # With SQL by call-back an answer may be a QueryEvent: the code waits for a query's answer.
+        "if": {"properties": {"status": {"const": wire.QUERY_STATUS}}, "required": ["status"]},
+        "then": {"allOf": [{"$ref": "#/components/schemas/QueryEvent"}, streams]},
+        "else": {"allOf": [{"$ref": "#/components/schemas/ExecuteResponse"}, bounds]},
         "components": _components(),
     }
     Draft202012Validator.check_schema(schema)
