@@ -14,7 +14,7 @@ from k8s_compare import differences
 
 # Manifests render.yml writes that site.yml does not apply as such: the bare sandbox pod is
 # what clients create per session; the monitors need the Prometheus operator's API.
-NOT_APPLIED_KINDS = {"Pod"}
+NOT_APPLIED_KINDS = {"Pod", "HorizontalPodAutoscaler"}  # render.yml only: site.yml applies no HPA
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}  # need the Prometheus operator's CRDs
 
 

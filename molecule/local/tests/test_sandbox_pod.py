@@ -114,4 +114,4 @@ def test_health_claim_and_one_execution(core: client.CoreV1Api, namespace: str, 
         status, body = http.call("POST", "/v1/execute", {"code": code, "timeout_s": 30}, token=token)
         assert status == 200, body
         assert body["status"] == "ok", body
-        assert body["result"] == {"type": "number", "value": 5.0}, body
+        assert body["result"] == {"type": "number", "value": 5.0, "number_type": "builtins.float"}, body
