@@ -45,6 +45,13 @@ def _expected_docs(rendered: dict[str, list[dict[str, Any]]], inventory_vars: di
                 continue
             if stem.startswith("60-warm-pool") and not _enabled(inventory_vars, "warm_pool_enabled"):
                 continue
+            # render.yml writes the RBAC of a Prometheus without the operator; site.yml applies
+            # it only with monitoring_prometheus_rbac_enabled (off unless the inventory says so).
+            rbac_name = str(inventory_vars.get("monitoring_prometheus_rbac_name", "pandasai-sandbox-prometheus"))
+            if (doc["kind"] in {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+                    and doc["metadata"]["name"].startswith(rbac_name)
+                    and not _enabled(inventory_vars, "monitoring_prometheus_rbac_enabled")):
+                continue
             docs.append(doc)
     return docs
 
