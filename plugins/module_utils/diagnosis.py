@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: PandasAI pod-sandbox maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""The README's troubleshooting entries as rules over a snapshot of the sandbox namespace.
+"""The troubleshooting entries of docs/troubleshooting.md as rules over a snapshot of the sandbox namespace.
 
 ``diagnose(snapshot)`` reads what the sandbox_diagnose module gathered (plain API JSON: pods,
 events, quotas, nodes, the pod template, access reviews, image presence, the monitoring

@@ -22,7 +22,7 @@ description:
     is on a node, what the sandbox ServiceAccount may do (SubjectAccessReviews) and whether its
     Role and RoleBinding exist, and the monitoring pipeline (metrics Service, Prometheus Operator
     API, a Prometheus' readiness and targets).
-  - Returns the gathered facts and one finding per known failure (the README's troubleshooting
+  - Returns the gathered facts and one finding per known failure (docs/troubleshooting.md's
     entries), each with its cause, the objects involved, evidence and the fix, plus a short report.
   - C(changed) is always false; runs in check mode too. SubjectAccessReviews are not stored.
 options:

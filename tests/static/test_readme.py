@@ -44,3 +44,16 @@ def test_make_targets_scripts_exist() -> None:
         assert recipe, f"no recipe for make {target}"
         for script in re.findall(r"(scripts/[A-Za-z0-9_.-]+)", recipe.group(1)):
             assert (REPO / script).is_file(), f"make {target} runs {script}, which does not exist"
+
+
+def test_playbook_commands_name_existing_playbooks() -> None:
+    """Every `ansible-playbook X` in the README and the troubleshooting guide runs a playbook that
+    exists, and every option it passes is one ansible-playbook has."""
+    docs = README + (REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    commands = re.findall(r"ansible-playbook ([^`\n]+)", docs)
+    assert any(c.startswith("site.yml") for c in commands)
+    for command in commands:
+        playbook = command.split()[0]
+        assert (REPO / playbook).is_file(), f"`ansible-playbook {command}`: {playbook} does not exist"
+        for option in re.findall(r"(?<![\w-])(--[a-z-]+|-[a-z])\b", command):
+            assert option in {"-i", "-e", "--tags", "--check", "--diff", "--limit"}, f"`ansible-playbook {command}`: unexpected option {option}"
